@@ -1,0 +1,55 @@
+/* The whole C ABI of pyopt._cpu.  build.py hands this file (less the preprocessor lines) to cffi's cdef, so it
+ * must stay plain declarations: no macros with arguments, no includes below the guard.
+ *
+ * Conventions shared by every entry point:
+ *  - Multi-tensor: arrays of n_tensors data pointers (void *, cast to the dtype named by the _f32/_f64 suffix)
+ *    and an array of n_tensors element counts (int64).  One call runs one parallel region over all tensors.
+ *  - Updates are in place.  Pointers of one tensor must not overlap (the Python layer checks this).
+ *  - isa: PYOPT_ISA_AUTO picks AVX2+FMA when the CPU has it; BASELINE / AVX2 force one variant (tests use both).
+ *  - Return 0 on success, PYOPT_ERR_ISA when the requested ISA cannot run on this CPU (nothing is written then).
+ *  - Scalars that depend on the step are computed by the caller in float64, one per tensor.
+ */
+#ifndef PYOPT_CPU_H
+#define PYOPT_CPU_H
+#include <stdint.h>
+
+enum { PYOPT_ISA_AUTO = 0, PYOPT_ISA_BASELINE = 1, PYOPT_ISA_AVX2 = 2 };
+enum { PYOPT_OK = 0, PYOPT_ERR_ISA = -1 };
+enum { PYOPT_DECAY_NONE = 0, PYOPT_DECAY_L2 = 1, PYOPT_DECAY_DECOUPLED = 2 };
+
+/* ---- runtime ---- */
+int pyopt_cpu_has_avx2(void);
+int pyopt_max_threads(void);
+void pyopt_set_num_threads(int n);
+void pyopt_release_thread_pool(void);
+/* 1 and the first overlapping pair of byte ranges (ptr[k], nbytes[k]) in *first < *second; 0 if none; -1 no memory */
+int pyopt_find_overlap(int64_t n, void **ptr, const int64_t *nbytes, int64_t *first, int64_t *second);
+
+/* ---- Adam / AdamW (adam.c) ---- */
+typedef struct {
+    double beta1, beta2, eps;
+    double weight_decay;   /* L2: g += weight_decay * p */
+    double decay_factor;   /* decoupled: p *= decay_factor (= 1 - lr * weight_decay) */
+    int decay;             /* PYOPT_DECAY_* */
+    int amsgrad;
+    int maximize;
+} pyopt_adam_hparams;
+
+int pyopt_adam_step_f32(int64_t n_tensors, void **param, void **grad, void **exp_avg, void **exp_avg_sq,
+                        void **max_exp_avg_sq, const int64_t *numel, const double *step_size,
+                        const double *bias_correction2_sqrt, const pyopt_adam_hparams *hp, int isa);
+int pyopt_adam_step_f64(int64_t n_tensors, void **param, void **grad, void **exp_avg, void **exp_avg_sq,
+                        void **max_exp_avg_sq, const int64_t *numel, const double *step_size,
+                        const double *bias_correction2_sqrt, const pyopt_adam_hparams *hp, int isa);
+
+/* ---- SGD (sgd.c) ---- */
+
+/* ---- Adagrad (adagrad.c) ---- */
+
+/* ---- RMSprop (rmsprop.c) ---- */
+
+/* ---- bandwidth probes (bandwidth.c): the roofline for bench and track ---- */
+void pyopt_probe_triad_f32(float *a, const float *b, const float *c, float s, int64_t n);
+void pyopt_probe_rw43_f32(float *p, const float *g, float *m, float *v, float s, int64_t n);
+
+#endif

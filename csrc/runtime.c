@@ -1,0 +1,82 @@
+/* Run-time facts and controls: CPU features, the OpenMP thread count, and the at-fork release of the pool. */
+#include <stdlib.h>
+
+#include "common.h"
+
+int pyopt_cpu_has_avx2(void)
+{
+#if PYOPT_HAVE_AVX2_VARIANT
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+int pyopt_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void pyopt_set_num_threads(int n)
+{
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+/* A child forked after an OpenMP region has run inherits a pool whose threads do not exist in it, and its next
+ * parallel region hangs.  Called before fork (os.register_at_fork): the pool is rebuilt on the next region. */
+void pyopt_release_thread_pool(void)
+{
+#if defined(_OPENMP) && _OPENMP >= 201811
+    omp_pause_resource_all(omp_pause_hard);
+#endif
+}
+
+/* Overlap of byte ranges [ptr[k], ptr[k] + nbytes[k]): the first pair found (in order of address), or 0.
+ * Empty ranges overlap nothing.  Sorting pointers keeps this O(n log n) for model-sized parameter lists. */
+typedef struct {
+    uintptr_t begin, end;
+    int64_t index;
+} byte_range;
+
+static int compare_ranges(const void *a, const void *b)
+{
+    const byte_range *x = (const byte_range *)a, *y = (const byte_range *)b;
+    return (x->begin > y->begin) - (x->begin < y->begin);
+}
+
+int pyopt_find_overlap(int64_t n, void **ptr, const int64_t *nbytes, int64_t *first, int64_t *second)
+{
+    byte_range stack_ranges[256];
+    byte_range *ranges = n <= 256 ? stack_ranges : (byte_range *)malloc((size_t)n * sizeof(byte_range));
+    if (!ranges) return -1;
+    int64_t m = 0;
+    for (int64_t k = 0; k < n; k++) {
+        if (nbytes[k] <= 0) continue;
+        ranges[m].begin = (uintptr_t)ptr[k];
+        ranges[m].end = (uintptr_t)ptr[k] + (uintptr_t)nbytes[k];
+        ranges[m].index = k;
+        m++;
+    }
+    qsort(ranges, (size_t)m, sizeof(byte_range), compare_ranges);
+    int found = 0;
+    int64_t reach = 0; /* index in ranges of the range reaching furthest so far */
+    for (int64_t k = 1; k < m && !found; k++) {
+        if (ranges[k].begin < ranges[reach].end) {
+            *first = ranges[reach].index < ranges[k].index ? ranges[reach].index : ranges[k].index;
+            *second = ranges[reach].index < ranges[k].index ? ranges[k].index : ranges[reach].index;
+            found = 1;
+        }
+        if (ranges[k].end > ranges[reach].end) reach = k;
+    }
+    if (ranges != stack_ranges) free(ranges);
+    return found;
+}

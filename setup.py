@@ -1,0 +1,9 @@
+"""Build of the C extension; the project metadata lives in pyproject.toml."""
+from setuptools import setup
+
+setup(
+    packages=["pyopt", "pyopt.reference", "pyopt.optim"],
+    package_dir={"pyopt": "pyopt"},
+    cffi_modules=["csrc/build.py:ffibuilder"],
+    zip_safe=False,
+)
