@@ -35,7 +35,8 @@ void pyopt_set_num_threads(int n)
  * parallel region hangs.  Called before fork (os.register_at_fork): the pool is rebuilt on the next region. */
 void pyopt_release_thread_pool(void)
 {
-#if defined(_OPENMP) && _OPENMP >= 201811
+/* omp_pause_resource_all is OpenMP 5.0; libgomp has it since gcc 9 while still announcing _OPENMP 201511 */
+#if defined(_OPENMP) && (_OPENMP >= 201811 || (!defined(__clang__) && __GNUC__ >= 9))
     omp_pause_resource_all(omp_pause_hard);
 #endif
 }
