@@ -66,6 +66,15 @@ class TensorList:
         self.numel = np.fromiter((p.size for p in params), dtype=np.int64, count=self.n)
         self.total = int(self.numel.sum())
         self._tables = {}
+        self._prepared_for = self._prepared = None
+
+    def prepared(self, hparams, build):
+        """What a kernel derived from ``hparams`` (a cffi struct, a function pointer...), rebuilt only when it is
+        handed a different hparams object: optimizers pass the same dict while the hyper-parameters stay put."""
+        if self._prepared_for is not hparams:
+            self._prepared = build()
+            self._prepared_for = hparams
+        return self._prepared
 
     def __getitem__(self, role):
         return self.roles[role]

@@ -14,9 +14,14 @@ backends.register("adam", "numpy")(reference_kernel(ADAM))
 
 @backends.register("adam", "c")
 def adam_c(tensors, hparams, per_tensor):
+    call = tensors.prepared(hparams, lambda: _prepare_adam_c(tensors, hparams))
+    call(per_tensor["step"])
+
+
+def _prepare_adam_c(tensors, hparams):
+    """Everything of one Adam call that does not depend on the step: the struct, the tables, the entry point."""
     beta1, beta2 = hparams["betas"]
     lr, weight_decay = hparams["lr"], hparams["weight_decay"]
-    step_size, bc2_sqrt = per_step_scalars(lambda s: bias_corrections(lr, beta1, beta2, s), per_tensor["step"])
     if weight_decay == 0:
         decay = _c.lib.PYOPT_DECAY_NONE
     else:
@@ -26,9 +31,17 @@ def adam_c(tensors, hparams, per_tensor):
         "decay_factor": 1 - lr * weight_decay, "decay": decay, "amsgrad": bool(hparams["amsgrad"]),
         "maximize": bool(hparams["maximize"])})
     fn = _c.lib.pyopt_adam_step_f32 if tensors.dtype == np.float32 else _c.lib.pyopt_adam_step_f64
-    _c.check(fn(tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("exp_avg"),
-                tensors.table("exp_avg_sq"), tensors.table("max_exp_avg_sq"), tensors.numel_table(),
-                _c.doubles(step_size), _c.doubles(bc2_sqrt), hp, _c.isa_code()), "adam")
+    args = (tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("exp_avg"),
+            tensors.table("exp_avg_sq"), tensors.table("max_exp_avg_sq"), tensors.numel_table())
+
+    scalars = (np.empty(tensors.n), np.empty(tensors.n))  # step_size, bias_correction2_sqrt per tensor
+    scalar_tables = tuple(_c.doubles(a) for a in scalars)
+
+    def call(steps):
+        per_step_scalars(lambda s: bias_corrections(lr, beta1, beta2, s), steps, scalars)
+        _c.check(fn(*args, *scalar_tables, hp, _c.isa_code()), "adam")
+
+    return call
 
 
 def check_adam_hparams(group):

@@ -45,14 +45,19 @@ def check_hparam(name, value, *, low=0.0, high=None, low_open=False, high_open=T
     return value
 
 
-def per_step_scalars(fn, steps):
-    """``fn(step)`` (a tuple of floats) for each entry of ``steps``, as float64 arrays, computed once per distinct
-    step value in Python float64 arithmetic (exactly the numbers torch computes)."""
-    first = int(steps[0]) if steps.size else 0
-    if steps.size == 0 or (steps == first).all():
-        return tuple(np.full(steps.size, v) for v in fn(first))
+def per_step_scalars(fn, steps, out):
+    """Fills ``out`` (a tuple of float64 arrays, one per value ``fn`` returns) with ``fn(step)`` for each entry of
+    ``steps``, computed once per distinct step in Python float64 arithmetic (exactly the numbers torch computes)."""
+    if steps.size == 0:
+        return
+    first = int(steps[0])
+    if steps.size == 1 or (steps == first).all():
+        for arr, v in zip(out, fn(first)):
+            arr.fill(v)
+        return
     values = {int(s): fn(int(s)) for s in np.unique(steps)}
-    return tuple(np.array([values[int(s)][k] for s in steps]) for k in range(len(values[first])))
+    for k, arr in enumerate(out):
+        arr[...] = [values[int(s)][k] for s in steps]
 
 
 def as_array_list(arrays, name):
@@ -96,6 +101,13 @@ def prepare_tensor_lists(roles, labels):
             for ks in by_dtype.values()]
 
 
+def _as_slice(indices):
+    """A slice for a run of consecutive indices (the usual case: steps[a:b] += 1 is a view, not a gather)."""
+    if indices.size and indices[-1] - indices[0] == indices.size - 1:
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
+
+
 class _GroupPlan:
     """What one group's step needs, kept between steps: the active params, per-dtype tensor lists, kernels."""
 
@@ -136,6 +148,7 @@ class Optimizer:
         self.state = {}
         self._steps = np.zeros(self._n_params(), dtype=np.int64)
         self._plans = {}
+        self._hparams_cache = {}
 
     # ---- groups and hyper-parameters ----
     def add_param_group(self, group):
@@ -150,6 +163,9 @@ class Optimizer:
         group["params"] = list(plist)
         for key, value in self.defaults.items():
             group.setdefault(key, value)
+        for key, value in group.items():
+            if isinstance(value, list) and key != "params":
+                group[key] = tuple(value)  # hyper-parameters are compared by value between steps
         offset = self._n_params()
         for k, p in enumerate(group["params"]):
             check_float_array(p, f"params[{offset + k}]", writable=True)
@@ -199,9 +215,7 @@ class Optimizer:
         for gi, group in enumerate(self.param_groups):
             count = len(group["params"])
             gslice = grads[offset:offset + count]
-            self.check_hparams(group)  # hyper-parameters may have been changed since the last step
-            hparams = self.group_hparams(group)
-            roles = self.state_roles(hparams)
+            hparams, roles = self._hparams(gi, group)
             plan = self._plans.get(gi)
             if plan is None or not plan.matches(gslice, roles):
                 plan = self._plan(gi, group, offset, gslice, roles, hparams)
@@ -215,6 +229,20 @@ class Optimizer:
                     self._steps[indices] += 1
                 kernel(tensors, hparams, self.per_tensor(indices, hparams))
                 self.after_step(indices)
+
+    def _hparams(self, gi, group):
+        """(hparams, state roles) of a group, re-validated only when its hyper-parameters changed (a schedule
+        writing ``lr`` costs one check, an unchanged group none).  The same dict object is returned while the
+        values stay the same, so kernels may cache what they derive from it."""
+        key = tuple(map(group.get, self.defaults))
+        cached = self._hparams_cache.get(gi)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        self.check_hparams(group)
+        hparams = self.group_hparams(group)
+        roles = self.state_roles(hparams)
+        self._hparams_cache[gi] = (key, hparams, roles)
+        return hparams, roles
 
     def after_step(self, indices):
         """Hook run after the kernel of the params at ``indices`` (SGD marks its momentum buffers as filled)."""
@@ -244,7 +272,7 @@ class Optimizer:
         plan_parts = []
         for local, tensors in parts:
             name, kernel = backends.select(self.spec.op, self.backend)
-            plan_parts.append((active_global[local], tensors, name, kernel))
+            plan_parts.append((_as_slice(active_global[local]), tensors, name, kernel))
         plan = _GroupPlan(list(gslice), roles, plan_parts)
         plan.pending = pending
         self._plans[gi] = plan
@@ -323,6 +351,7 @@ class Optimizer:
         self.state = new_state
         self._steps = new_steps
         self._plans.clear()
+        self._hparams_cache.clear()
         self.after_load()
 
     def after_load(self):
