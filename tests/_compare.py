@@ -45,7 +45,7 @@ def assert_bitwise(actual, expected, name="value"):
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
-    same = actual.view(np.uint8) == expected.view(np.uint8) if actual.size else np.array([True])
+    same = actual.reshape(-1).view(np.uint8) == expected.reshape(-1).view(np.uint8)
     if not same.all():
         report = describe_mismatch(actual, expected, 0.0, 0.0, name) or f"{name}: same values, different bits"
         raise AssertionError("not bitwise equal\n" + report)

@@ -19,3 +19,13 @@ def _seeded():
 def rng(request):
     """A Generator seeded from the test's name, so each test has its own reproducible stream."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def pytest_configure(config):
+    import pyopt._c
+
+    if pyopt._c.IMPORT_ERROR:
+        raise pytest.UsageError(
+            f"{pyopt._c.IMPORT_ERROR}: pyopt was imported from {pyopt.__file__}. Run the tests with `pytest` over an "
+            "installed pyopt (pip install '.[test]') or an editable one (pip install -e '.[test]'); "
+            "`python -m pytest` from the repository root imports the unbuilt source tree.")
