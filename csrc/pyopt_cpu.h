@@ -22,6 +22,8 @@ int pyopt_cpu_has_avx2(void);
 int pyopt_max_threads(void);
 void pyopt_set_num_threads(int n);
 void pyopt_release_thread_pool(void);
+/* the slice of a concatenated index space that thread tid of n_threads takes (exposed for tests) */
+void pyopt_thread_slice(int64_t total, int64_t n_threads, int64_t tid, int64_t *lo, int64_t *hi);
 /* 1 and the first overlapping pair of byte ranges (ptr[k], nbytes[k]) in *first < *second; 0 if none; -1 no memory */
 int pyopt_find_overlap(int64_t n, void **ptr, const int64_t *nbytes, int64_t *first, int64_t *second);
 
