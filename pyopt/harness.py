@@ -107,7 +107,7 @@ def optimizer_bytes(op, case):
     return sum(spec.bytes_moved(n, itemsize, **kwargs) for n in case.sizes)
 
 
-def _make_sets(case, n_sets, seed=0):
+def make_sets(case, n_sets, seed=0):
     rng = np.random.default_rng(seed)
     return [([rng.standard_normal(n).astype(case.dtype) for n in case.sizes],
              [(1e-2 * rng.standard_normal(n)).astype(case.dtype) for n in case.sizes]) for _ in range(n_sets)]
@@ -143,7 +143,7 @@ def torch_contenders(op, sets):
 def run_optimizer_case(op, case, backends, *, peers=("numpy", "torch"), repeats=7, cache_resident):
     """{contender: Timing} for one op on one case, all contenders interleaved."""
     n_sets = buffer_sets(optimizer_bytes(op, case), cache_resident=cache_resident)
-    sets = _make_sets(case, n_sets)
+    sets = make_sets(case, n_sets)
     contenders = {}
     for b in backends:
         contenders[f"pyopt-{b}"] = pyopt_contender(op, b, sets)
