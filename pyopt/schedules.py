@@ -278,9 +278,8 @@ class LRScheduler:
 
     def step(self, epoch=None):
         """Advance ``last_epoch`` by one (or set it to ``epoch``, exact here) and write every group's ``'lr'``."""
-        epoch = self.last_epoch + 1 if epoch is None else _int("epoch", epoch)
+        self._write(self.last_epoch + 1 if epoch is None else _int("epoch", epoch))
         self._step_count += 1
-        self._write(epoch)
 
     def _write(self, epoch):
         groups = _param_groups(self.optimizer)
