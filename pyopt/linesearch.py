@@ -37,6 +37,7 @@ __all__ = ["LineSearchResult", "LineSearchError", "strong_wolfe", "backtracking"
 _EPS = np.finfo(np.float64).eps
 _ZOOM_MARGIN = 0.1               # zoom trials stay this fraction of the bracket away from its ends
 _EXTRAPOLATE = (1.1, 4.0)        # bracketing grows the step by between 1.1x and 4x the last increment
+_TIE = 64 * _EPS                 # values this close (relatively) are equal to within the rounding of f
 
 
 class LineSearchResult(NamedTuple):
@@ -278,6 +279,17 @@ def strong_wolfe(f, grad, x, direction, *, c1=1e-4, c2=0.9, initial_step=1.0, ma
         prev, step = cur, min(t, max_step)
 
 
+def _worse(cur, lo, hi):
+    """N&W's ``phi(cur) >= phi(lo)``, except for a tie within rounding, which the slopes decide instead: near a
+    minimizer the values differ by less than the rounding of f (phi ~ phi* + phi'' (a - a*)^2 / 2) while the
+    slopes still say which side of it each trial lies on.  A trial that ties with ``lo`` and descends towards
+    ``hi`` becomes the new ``lo``.  Only the bracket update is relaxed: acceptance checks the conditions as is."""
+    if cur.value < lo.value:
+        return False
+    tie = cur.value - lo.value <= _TIE * max(abs(cur.value), abs(lo.value))
+    return not (tie and cur.slope * (hi.step - cur.step) < 0)
+
+
 def _zoom(obj, lo, hi, armijo, curvature):
     """Algorithm 3.6: ``lo`` meets sufficient decrease with the lowest value so far and ``phi'(lo)`` points into
     the bracket (towards ``hi``); the invariant holds after every update."""
@@ -290,7 +302,7 @@ def _zoom(obj, lo, hi, armijo, curvature):
         t = _cubic_minimizer(lo, hi)
         t = 0.5 * (a + b) if t is None else min(max(t, a + _ZOOM_MARGIN * width), b - _ZOOM_MARGIN * width)
         cur = obj.evaluate(t)
-        if not armijo(cur) or cur.value >= lo.value:
+        if not armijo(cur) or _worse(cur, lo, hi):
             hi = cur
         else:
             if curvature(cur):
