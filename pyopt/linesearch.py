@@ -51,8 +51,8 @@ class LineSearchResult(NamedTuple):
 
 class LineSearchError(RuntimeError):
     """No step met the conditions within the budget.  ``evaluations`` says what was spent; ``best`` is the
-    evaluated trial with the lowest finite value (a :class:`LineSearchResult`, or None), for a caller that wants
-    to inspect it; it does not satisfy the conditions."""
+    evaluated trial with the lowest finite value (a :class:`LineSearchResult` whose ``grad`` is None where only
+    ``f`` was called, or None), for a caller that wants to inspect it; it does not satisfy the conditions."""
 
     def __init__(self, message, *, evaluations, best=None):
         super().__init__(message)

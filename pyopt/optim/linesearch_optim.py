@@ -254,7 +254,8 @@ class GradientDescent(_LineSearchOptimizer):
         if self._last is None:
             return self.initial_step
         step, slope = self._last
-        return self.growth * step * slope / float(g @ d)
+        guess = self.growth * step * slope / float(g @ d)
+        return guess if math.isfinite(guess) and guess > 0 else self.initial_step  # g.d underflowed
 
     def _record(self, s, y, step, g, d):
         self._last = (step, float(g @ d))
@@ -304,9 +305,8 @@ class LBFGS(_LineSearchOptimizer):
         return q
 
     def _initial_step(self, g, d):
-        if self._memory:
-            return 1.0
-        return min(1.0, 1.0 / float(np.abs(g).sum()))
+        norm1 = float(np.abs(g).sum())
+        return 1.0 if self._memory or norm1 <= 1 else 1.0 / norm1
 
     def _record(self, s, y, step, g, d):
         sy, yy = float(s @ y), float(y @ y)
