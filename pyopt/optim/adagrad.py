@@ -13,13 +13,25 @@ backends.register("adagrad", "numpy")(reference_kernel(ADAGRAD))
 
 @backends.register("adagrad", "c")
 def adagrad_c(tensors, hparams, per_tensor):
+    call = tensors.prepared(hparams, lambda: _prepare_adagrad_c(tensors, hparams))
+    call(per_tensor["step"])
+
+
+def _prepare_adagrad_c(tensors, hparams):
+    """Everything of one Adagrad call that does not depend on the step: the struct, the tables, the entry point."""
     lr, lr_decay = hparams["lr"], hparams["lr_decay"]
-    (clrs,) = per_step_scalars(lambda s: (clr(lr, lr_decay, s),), per_tensor["step"])
     hp = _c.ffi.new("pyopt_adagrad_hparams *", {
         "weight_decay": hparams["weight_decay"], "eps": hparams["eps"], "maximize": bool(hparams["maximize"])})
     fn = _c.lib.pyopt_adagrad_step_f32 if tensors.dtype == np.float32 else _c.lib.pyopt_adagrad_step_f64
-    _c.check(fn(tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("sum"),
-                tensors.numel_table(), _c.doubles(clrs), hp, _c.isa_code()), "adagrad")
+    args = (tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("sum"), tensors.numel_table())
+    clrs = np.empty(tensors.n)  # each tensor's decayed learning rate this step
+    clr_table = _c.doubles(clrs)
+
+    def call(steps):
+        per_step_scalars(lambda s: (clr(lr, lr_decay, s),), steps, (clrs,))
+        _c.check(fn(*args, clr_table, hp, _c.isa_code()), "adagrad")
+
+    return call
 
 
 def check_adagrad_hparams(group):

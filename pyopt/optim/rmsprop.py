@@ -15,14 +15,19 @@ backends.register("rmsprop", "numpy")(reference_kernel(RMSPROP))
 
 @backends.register("rmsprop", "c")
 def rmsprop_c(tensors, hparams, per_tensor):
+    args = tensors.prepared(hparams, lambda: _prepare_rmsprop_c(tensors, hparams))
+    _c.check(args[0](*args[1:], _c.isa_code()), "rmsprop")
+
+
+def _prepare_rmsprop_c(tensors, hparams):
+    """The entry point and its arguments, less the ISA; nothing of RMSprop depends on the step."""
     hp = _c.ffi.new("pyopt_rmsprop_hparams *", {
         "lr": hparams["lr"], "alpha": hparams["alpha"], "eps": hparams["eps"],
         "weight_decay": hparams["weight_decay"], "momentum": hparams["momentum"],
         "centered": bool(hparams["centered"]), "maximize": bool(hparams["maximize"])})
     fn = _c.lib.pyopt_rmsprop_step_f32 if tensors.dtype == np.float32 else _c.lib.pyopt_rmsprop_step_f64
-    _c.check(fn(tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("square_avg"),
-                tensors.table("grad_avg"), tensors.table("momentum_buffer"), tensors.numel_table(), hp,
-                _c.isa_code()), "rmsprop")
+    return (fn, tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("square_avg"),
+            tensors.table("grad_avg"), tensors.table("momentum_buffer"), tensors.numel_table(), hp)
 
 
 def check_rmsprop_hparams(group):

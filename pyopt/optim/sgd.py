@@ -15,15 +15,27 @@ backends.register("sgd", "numpy")(reference_kernel(SGD_SPEC))
 
 @backends.register("sgd", "c")
 def sgd_c(tensors, hparams, per_tensor):
+    call = tensors.prepared(hparams, lambda: _prepare_sgd_c(tensors, hparams))
+    call(per_tensor.get("first_step"))
+
+
+def _prepare_sgd_c(tensors, hparams):
+    """Everything of one SGD call that does not change between steps: the struct, the tables, the entry point."""
     hp = _c.ffi.new("pyopt_sgd_hparams *", {
         "lr": hparams["lr"], "momentum": hparams["momentum"], "dampening": hparams["dampening"],
         "weight_decay": hparams["weight_decay"], "nesterov": bool(hparams["nesterov"]),
         "maximize": bool(hparams["maximize"])})
-    first = per_tensor.get("first_step")
-    first = np.zeros(tensors.n, np.uint8) if first is None else np.ascontiguousarray(first, dtype=np.uint8)
     fn = _c.lib.pyopt_sgd_step_f32 if tensors.dtype == np.float32 else _c.lib.pyopt_sgd_step_f64
-    _c.check(fn(tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("momentum_buffer"),
-                tensors.numel_table(), _c.ffi.from_buffer("uint8_t[]", first), hp, _c.isa_code()), "sgd")
+    args = (tensors.n, tensors.table("param"), tensors.table("grad"), tensors.table("momentum_buffer"),
+            tensors.numel_table())
+    first = np.zeros(tensors.n, np.uint8)  # per tensor: its buffer is set to the gradient, not read
+    first_table = _c.ffi.from_buffer("uint8_t[]", first)
+
+    def call(first_step):
+        first[...] = 0 if first_step is None else first_step
+        _c.check(fn(*args, first_table, hp, _c.isa_code()), "sgd")
+
+    return call
 
 
 def check_sgd_hparams(group):
@@ -76,10 +88,10 @@ class SGD(Optimizer):
     def per_tensor(self, indices, hparams):
         # remembered for after_step, which the base calls with the indices only: a step without momentum fills
         # no buffer, and a buffer created later must still start as a clone of the gradient
+        # (indices may be a slice: the base passes runs of consecutive params that way)
         self._momentum_step = hparams["momentum"] != 0
-        if not self._momentum_step:
-            return {"first_step": np.zeros(indices.size, dtype=bool)}
-        return {"first_step": ~self._filled_flags()[indices]}
+        filled = self._filled_flags()[indices]
+        return {"first_step": ~filled if self._momentum_step else np.zeros_like(filled)}
 
     def after_step(self, indices):
         if self._momentum_step:
