@@ -35,10 +35,10 @@ typedef struct {
 #else /* ---------------- per-dtype part ---------------- */
 
 /* The update rule, written once; decay is a compile-time constant at every call site. */
-PYOPT_INLINE void SUFFIX(adagrad_update)(T *restrict p, const T *restrict grad, T *restrict s, int64_t i, T gsign,
+PYOPT_INLINE void SUFFIX(adagrad_update)(T *restrict p, const T *restrict grad, T *restrict s, int64_t i, int flip,
                                          T weight_decay, T neg_clr, T eps, const int decay)
 {
-    T g = gsign * grad[i];
+    T g = SUFFIX(pyopt_flip_sign)(grad[i], flip);
     T param = p[i];
     if (decay) g = g + weight_decay * param;
     T sum = s[i] + g * g;
@@ -54,12 +54,12 @@ PYOPT_INLINE void SUFFIX(adagrad_loop)(const void *vctx, int64_t t, int64_t begi
     T *restrict p = (T *)ctx->param[t];
     const T *restrict g = (const T *)ctx->grad[t];
     T *restrict s = (T *)ctx->state_sum[t];
-    const T gsign = hp->maximize ? (T)-1 : (T)1;
+    const int flip = hp->maximize != 0;
     const T weight_decay = (T)hp->weight_decay, eps = (T)hp->eps;
     const T neg_clr = (T)(-ctx->clr[t]);
 #pragma omp simd
     for (int64_t i = begin; i < end; i++)
-        SUFFIX(adagrad_update)(p, g, s, i, gsign, weight_decay, neg_clr, eps, decay);
+        SUFFIX(adagrad_update)(p, g, s, i, flip, weight_decay, neg_clr, eps, decay);
 }
 
 #define ADAGRAD_VARIANT(decay)                                                                                \

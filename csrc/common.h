@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <tgmath.h>   /* sqrt/fmax pick the float or double function from the argument type */
 #ifdef _OPENMP
 #include <omp.h>
@@ -82,6 +83,27 @@ static inline void pyopt_for_each_range(const void *ctx, int64_t n_tensors, cons
 #endif
     for (int64_t t = 0; t < n_tensors; t++)
         if (numel[t] > 0) fn(ctx, t, 0, numel[t]);
+}
+
+/* -x when flip is 1, x when 0: the sign bit toggled exactly as IEEE negation does (a NaN's sign included,
+ * which multiplying by -1 leaves alone on x86).  Branch-free, so the loop keeps one vectorized body; maximize
+ * uses it on the gradient. */
+PYOPT_INLINE float pyopt_flip_sign_f32(float x, int flip)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits ^= (uint32_t)(flip != 0) << 31;
+    memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+PYOPT_INLINE double pyopt_flip_sign_f64(double x, int flip)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits ^= (uint64_t)(flip != 0) << 63;
+    memcpy(&x, &bits, sizeof bits);
+    return x;
 }
 
 /* PyTorch's lerp(start, end, w): start + w (end - start) for |w| < 0.5, else end - (end - start)(1 - w).

@@ -36,11 +36,11 @@ typedef struct {
 
 /* The update rule, written once; centered, momentum and decay are compile-time constants at every call site. */
 PYOPT_INLINE void SUFFIX(rmsprop_update)(T *restrict p, const T *restrict grad, T *restrict s, T *restrict a,
-                                         T *restrict b, int64_t i, T gsign, T alpha, T one_minus_alpha, T w,
+                                         T *restrict b, int64_t i, int flip, T alpha, T one_minus_alpha, T w,
                                          T one_minus_w, int low_w, T eps, T weight_decay, T momentum, T neg_lr,
                                          const int centered, const int has_momentum, const int decay)
 {
-    T g = gsign * grad[i];
+    T g = SUFFIX(pyopt_flip_sign)(grad[i], flip);
     T param = p[i];
     if (decay) g = g + weight_decay * param;
     T square_avg = s[i] * alpha + one_minus_alpha * g * g;
@@ -73,7 +73,7 @@ PYOPT_INLINE void SUFFIX(rmsprop_loop)(const void *vctx, int64_t t, int64_t begi
     T *restrict s = (T *)ctx->square_avg[t];
     T *restrict a = centered ? (T *)ctx->grad_avg[t] : NULL;
     T *restrict b = has_momentum ? (T *)ctx->momentum_buffer[t] : NULL;
-    const T gsign = hp->maximize ? (T)-1 : (T)1;
+    const int flip = hp->maximize != 0;
     const T alpha = (T)hp->alpha, one_minus_alpha = (T)(1.0 - hp->alpha);
     /* lerp's weight is 1 - alpha rounded to T, as the reference (and ATen) round a Python scalar weight */
     const T w = one_minus_alpha, one_minus_w = (T)1 - w;
@@ -82,7 +82,7 @@ PYOPT_INLINE void SUFFIX(rmsprop_loop)(const void *vctx, int64_t t, int64_t begi
     const T neg_lr = (T)(-hp->lr);
 #pragma omp simd
     for (int64_t i = begin; i < end; i++)
-        SUFFIX(rmsprop_update)(p, g, s, a, b, i, gsign, alpha, one_minus_alpha, w, one_minus_w, low_w, eps,
+        SUFFIX(rmsprop_update)(p, g, s, a, b, i, flip, alpha, one_minus_alpha, w, one_minus_w, low_w, eps,
                                weight_decay, momentum, neg_lr, centered, has_momentum, decay);
 }
 

@@ -50,11 +50,11 @@ static void sgd_range_dispatch(const void *vctx, int64_t t, int64_t begin, int64
 #else /* ---------------- per-dtype part ---------------- */
 
 /* The update rule, written once; momentum, nesterov, decay and first are compile-time constants at every call. */
-PYOPT_INLINE void SUFFIX(sgd_update)(T *restrict p, const T *restrict grad, T *restrict b, int64_t i, T gsign,
+PYOPT_INLINE void SUFFIX(sgd_update)(T *restrict p, const T *restrict grad, T *restrict b, int64_t i, int flip,
                                      T weight_decay, T momentum, T one_minus_dampening, T neg_lr,
                                      const int has_momentum, const int nesterov, const int decay, const int first)
 {
-    T g = gsign * grad[i];
+    T g = SUFFIX(pyopt_flip_sign)(grad[i], flip);
     T param = p[i];
     if (decay) g = g + weight_decay * param;
     if (has_momentum) {
@@ -73,12 +73,12 @@ PYOPT_INLINE void SUFFIX(sgd_loop)(const void *vctx, int64_t t, int64_t begin, i
     T *restrict p = (T *)ctx->param[t];
     const T *restrict g = (const T *)ctx->grad[t];
     T *restrict b = has_momentum ? (T *)ctx->momentum_buffer[t] : NULL;
-    const T gsign = hp->maximize ? (T)-1 : (T)1;
+    const int flip = hp->maximize != 0;
     const T weight_decay = (T)hp->weight_decay, momentum = (T)hp->momentum;
     const T one_minus_dampening = (T)(1.0 - hp->dampening), neg_lr = (T)(-hp->lr);
 #pragma omp simd
     for (int64_t i = begin; i < end; i++)
-        SUFFIX(sgd_update)(p, g, b, i, gsign, weight_decay, momentum, one_minus_dampening, neg_lr, has_momentum,
+        SUFFIX(sgd_update)(p, g, b, i, flip, weight_decay, momentum, one_minus_dampening, neg_lr, has_momentum,
                            nesterov, decay, first);
 }
 

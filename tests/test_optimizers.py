@@ -307,3 +307,27 @@ def test_thread_slices_cover_huge_index_spaces_exactly_once(total, n_threads):
         assert lo[0] % 16 == 0 or lo[0] == total
         expected_start = hi[0]
     assert expected_start == total
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_non_finite_grads_propagate_bitwise_like_the_reference(family, maximize, fast_backend, rng):
+    """NaN and inf in a grad are not zeroed or skipped (RELIABILITY 17): they flow through the rule exactly as in
+    the reference, NaN signs included (maximize negates the grad as IEEE negation does)."""
+    fam = FAMILIES[family]
+    kwargs = dict(fam.configs[-1], maximize=maximize)
+    params = make_params(rng, np.float32, [37, 1029])
+    fast = fam.cls([p.copy() for p in params], backend=fast_backend, **kwargs)
+    ref = fam.cls([p.copy() for p in params], backend="numpy", **kwargs)
+    for _ in range(2):
+        grads = make_grads(rng, params)
+        for g in grads:
+            g[::7] = np.nan
+            g[3::11] = np.inf
+            g[5::13] = -np.inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            fast.step(grads)
+            ref.step(grads)
+    for k, (a, b) in enumerate(zip(params_of(fast), params_of(ref))):
+        assert np.isnan(a).any()
+        assert_bitwise(a, b, f"params[{k}]")

@@ -68,14 +68,5 @@ class Adagrad(Optimizer):
                     weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
                     maximize=bool(group["maximize"]))
 
-    def init_state(self, role, param, hparams):
-        # hparams are the kernel's arguments, which the initial value is not: read it from the param's group
-        return np.full_like(param, self._group_of(param)["initial_accumulator_value"])
-
-    def _group_of(self, param):
-        """The group holding ``param``: a map by id, rebuilt when a param is missing (after add_param_group).
-        Ids are stable because the groups keep their params alive and never drop one."""
-        owners = getattr(self, "_owners", None)
-        if owners is None or id(param) not in owners:
-            self._owners = owners = {id(p): g for g in self.param_groups for p in g["params"]}
-        return owners[id(param)]
+    def init_state(self, role, param, group):
+        return np.full_like(param, group["initial_accumulator_value"])

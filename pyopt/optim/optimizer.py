@@ -192,8 +192,8 @@ class Optimizer:
         """The state buffers a group with these hyper-parameters uses (subclasses may narrow spec.state_roles)."""
         return self.spec.state_roles
 
-    def init_state(self, role, param, hparams):
-        """A new state buffer for ``param``."""
+    def init_state(self, role, param, group):
+        """A new state buffer for ``param`` of ``group`` (the param-group dict)."""
         return np.zeros_like(param)
 
     def per_tensor(self, indices, hparams):
@@ -228,7 +228,7 @@ class Optimizer:
                 if self.spec.has_step:
                     self._steps[indices] += 1
                 kernel(tensors, hparams, self.per_tensor(indices, hparams))
-                self.after_step(indices)
+                self.after_step(indices, hparams)
 
     def _hparams(self, gi, group):
         """(hparams, state roles) of a group, re-validated only when its hyper-parameters changed (a schedule
@@ -244,7 +244,7 @@ class Optimizer:
         self._hparams_cache[gi] = (key, hparams, roles)
         return hparams, roles
 
-    def after_step(self, indices):
+    def after_step(self, indices, hparams):
         """Hook run after the kernel of the params at ``indices`` (SGD marks its momentum buffers as filled)."""
 
     def _plan(self, gi, group, offset, gslice, roles, hparams):
@@ -257,7 +257,7 @@ class Optimizer:
             for k in active:
                 buf = self.state.get(offset + k, {}).get(role)
                 if buf is None:
-                    buf = self.init_state(role, group["params"][k], hparams)
+                    buf = self.init_state(role, group["params"][k], group)
                     pending[(offset + k, role)] = buf
                 column.append(buf)
             state_lists[role] = column

@@ -86,15 +86,13 @@ class SGD(Optimizer):
         return filled
 
     def per_tensor(self, indices, hparams):
-        # remembered for after_step, which the base calls with the indices only: a step without momentum fills
-        # no buffer, and a buffer created later must still start as a clone of the gradient
+        # a step without momentum fills no buffer, and a buffer created later starts as a clone of the gradient
         # (indices may be a slice: the base passes runs of consecutive params that way)
-        self._momentum_step = hparams["momentum"] != 0
         filled = self._filled_flags()[indices]
-        return {"first_step": ~filled if self._momentum_step else np.zeros_like(filled)}
+        return {"first_step": ~filled if hparams["momentum"] != 0 else np.zeros_like(filled)}
 
-    def after_step(self, indices):
-        if self._momentum_step:
+    def after_step(self, indices, hparams):
+        if hparams["momentum"] != 0:
             self._filled_flags()[indices] = True
 
     def after_load(self):
