@@ -36,7 +36,7 @@ def bench(args):
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     if not _c.available():
         console.print(f"[red]The C backend is unavailable: {_c.IMPORT_ERROR}[/red]")
         return 1
@@ -101,6 +101,36 @@ def bench(args):
     return 0
 
 
+def check(args):
+    """Every op x backend x dtype against the float64 reference; exit status 1 on any mismatch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pyopt.check import check_all
+
+    rows = check_all(ops=args.ops.split(",") if args.ops else None,
+                     backend_names=args.backend.split(",") if args.backend else None)
+    table = Table(title="pyopt check: fast kernels against the float64 reference (worst over 3 steps, every "
+                        "param and state buffer)")
+    for col in ("op", "config", "backend", "dtype", "max abs", "max rel", "max ulp", "worst at", "result"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.op, ", ".join(f"{k}={v}" for k, v in r.config.items()) or "defaults", r.backend, r.dtype,
+                      f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.max_ulp:.1f}", r.worst,
+                      "[green]pass[/green]" if r.ok else "[red]FAIL[/red]")
+    console = _console()
+    console.print(table)
+    failed = sum(not r.ok for r in rows)
+    console.print(f"{len(rows) - failed} passed, {failed} failed")
+    return 1 if failed or not rows else 0
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def info(args):
     print(f"pyopt {__version__}, python {platform.python_version()}, numpy {np.__version__}")
     print(f"threads: {get_num_threads()}")
@@ -123,6 +153,10 @@ def main(argv=None):
     b.add_argument("--repeats", type=int, default=7, help="interleaved repeats per case (at least 7)")
     b.add_argument("--json", help="write the results as JSON to this file")
     b.set_defaults(func=bench)
+    c = sub.add_parser("check", help="every op x backend x dtype against the float64 reference")
+    c.add_argument("--ops", help="comma-separated ops (default: all)")
+    c.add_argument("--backend", help="comma-separated backends (default: every one that can run here)")
+    c.set_defaults(func=check)
     i = sub.add_parser("info", help="versions, CPU features, threads, backends")
     i.set_defaults(func=info)
     args = parser.parse_args(argv)

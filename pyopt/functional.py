@@ -3,6 +3,8 @@ and update params and state buffers in place; the caller owns the state and the 
 import numpy as np
 
 from pyopt import backends
+from pyopt.track import _active as _tracking
+from pyopt.check import verify_enabled
 from pyopt.optim.adagrad import ADAGRAD, check_adagrad_hparams
 from pyopt.optim.adam import ADAM, check_adam_hparams
 from pyopt.optim.rmsprop import RMSPROP, check_rmsprop_hparams, rmsprop_state_roles
@@ -37,9 +39,14 @@ def run_optimizer_op(spec, roles, hparams, per_tensor, backend):
     parts = prepare_tensor_lists(roles, labels)
     n = len(roles["param"])
     per_tensor = {k: (v(n) if callable(v) else v) for k, v in per_tensor.items()}
-    _, kernel = backends.select(spec.op, backend)
+    name, kernel = backends.select(spec.op, backend)
+    verify = verify_enabled(False)
     for local, tensors in parts:
-        kernel(tensors, hparams, {k: v[local] for k, v in per_tensor.items()})
+        part = {k: v[local] for k, v in per_tensor.items()}
+        if verify or _tracking:
+            backends.instrumented_call(spec, name, kernel, tensors, hparams, part, verify)
+        else:
+            kernel(tensors, hparams, part)
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3, betas=(0.9, 0.999),

@@ -55,10 +55,10 @@ class Adagrad(Optimizer):
     spec = ADAGRAD
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
-                 *, maximize=False, backend=None):
+                 *, maximize=False, backend=None, verify=False):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, verify=verify)
 
     def check_hparams(self, group):
         check_adagrad_hparams(group)

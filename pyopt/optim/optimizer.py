@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyopt import backends
+from pyopt.track import _active as _tracking  # the list of active trackers: empty = off
 from pyopt.arrays import TensorList, check_float_array, check_like, overlapping_pair
+from pyopt.check import verify_enabled
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class Optimizer:
 
     spec: OpSpec
 
-    def __init__(self, params, defaults, *, backend=None):
+    def __init__(self, params, defaults, *, backend=None, verify=False):
         if isinstance(params, np.ndarray) or isinstance(params, dict) or not hasattr(params, "__iter__"):
             raise TypeError("params must be a list of arrays or of param-group dicts, got "
                             f"{type(params).__name__}")
@@ -140,6 +142,7 @@ class Optimizer:
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = dict(defaults)
         self.backend = backend
+        self.verify = verify_enabled(verify)  # shadow every kernel call with the reference (or PYOPT_VERIFY=1)
         if backend is not None:
             backends.select(self.spec.op, backend)  # raises now if it cannot run
         self.param_groups = []
@@ -224,10 +227,14 @@ class Optimizer:
         # every check has passed: from here on arrays are written
         for plan, hparams in work:
             self._commit_state(plan)
-            for indices, tensors, _, kernel in plan.parts:
+            for indices, tensors, backend, kernel in plan.parts:
                 if self.spec.has_step:
                     self._steps[indices] += 1
-                kernel(tensors, hparams, self.per_tensor(indices, hparams))
+                per_tensor = self.per_tensor(indices, hparams)
+                if self.verify or _tracking:
+                    backends.instrumented_call(self.spec, backend, kernel, tensors, hparams, per_tensor, self.verify)
+                else:
+                    kernel(tensors, hparams, per_tensor)
                 self.after_step(indices, hparams)
 
     def _hparams(self, gi, group):

@@ -55,10 +55,10 @@ class RMSprop(Optimizer):
     spec = RMSPROP
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
-                 maximize=False, backend=None):
+                 maximize=False, backend=None, verify=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                         centered=centered, maximize=maximize)
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, verify=verify)
 
     def check_hparams(self, group):
         check_rmsprop_hparams(group)

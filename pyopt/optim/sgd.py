@@ -59,10 +59,10 @@ class SGD(Optimizer):
     spec = SGD_SPEC
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False, backend=None):
+                 maximize=False, backend=None, verify=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, verify=verify)
 
     def check_hparams(self, group):
         check_sgd_hparams(group)
