@@ -18,14 +18,15 @@ def _steps(step, n):
 
 
 def run_optimizer_op(spec, roles, hparams, per_tensor, backend):
-    """Checks every array, then one kernel call per dtype."""
+    """Checks every array, then one kernel call per device and dtype."""
     roles = {role: as_array_list(arrays, role + "s") for role, arrays in roles.items() if arrays is not None}
     labels = {role: role + "s" for role in roles}
     parts = prepare_tensor_lists(roles, labels)
     n = len(roles["param"])
     per_tensor = {k: (v(n) if callable(v) else v) for k, v in per_tensor.items()}
-    _, kernel = backends.select(spec.op, backend)
-    for local, tensors in parts:
+    # every backend is chosen (and may raise) before the first kernel writes
+    kernels = [backends.select(spec.op, backend, on_device=tensors.on_device)[1] for _, tensors in parts]
+    for (local, tensors), kernel in zip(parts, kernels):
         kernel(tensors, hparams, {k: v[local] for k, v in per_tensor.items()})
 
 
