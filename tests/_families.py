@@ -29,4 +29,5 @@ FAMILIES = {
         torch_name="AdamW"),
 }
 
-BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2")]
+# (backend, C ISA variant); every family registers a kernel for each (kernels/ has the numba ones of all four)
+BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2"), ("numba", None)]
