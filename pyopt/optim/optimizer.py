@@ -260,7 +260,12 @@ class Optimizer:
             for k in active:
                 buf = self.state.get(offset + k, {}).get(role)
                 if buf is None:
-                    buf = self.init_state(role, group["params"][k], hparams)
+                    param = group["params"][k]
+                    buf = self.init_state(role, param, hparams)
+                    if isinstance(buf, np.ndarray) and not isinstance(param, np.ndarray):
+                        # a family that fills its state with NumPy (np.full_like...) made it on the host: move it
+                        # next to its device param once, here, rather than fail every step's device check
+                        buf = _arrays.copy_like(buf, param)
                     pending[(offset + k, role)] = buf
                 column.append(buf)
             state_lists[role] = column
