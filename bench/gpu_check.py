@@ -225,7 +225,7 @@ def torch_device():
     return torch if torch.cuda.is_available() else None
 
 
-def time_size(cuda, timer, n, dtype, pool, torch, deadline):
+def time_size(cuda, timer, n, dtype, pool, torch, deadline, tune=False):
     """One size: the copy, then each timed case (pyopt, then its torch peer).  ``pool`` holds random values to
     fill buffers from (drawing 2^28 normals per buffer would take seconds each)."""
     rows = []
@@ -268,6 +268,42 @@ def time_size(cuda, timer, n, dtype, pool, torch, deadline):
         if torch is not None and peer is not None:
             rows.append(time_torch(torch, timer, label, peer, n, dtype, nbytes, copy_gbs))
         cuda.synchronize()
+    if tune and time.monotonic() < deadline:
+        rows += tune_launch_shape(cuda, timer, n, dtype, pool, copy_gbs)
+    return rows
+
+
+def tune_launch_shape(cuda, timer, n, dtype, pool, copy_gbs):
+    """Adam at one size with other piece sizes and block sizes than the defaults (kernels/_launch.py), to see
+    whether the launch shape leaves bandwidth behind."""
+    from pyopt.kernels import _launch
+
+    rows = []
+    label, op, hparams, roles, _ = CASES[0]
+    nbytes = BYTES[op](n, np.dtype(dtype).itemsize, **hparams)
+    defaults = (_launch.GPU_PIECE, _launch.GPU_THREADS)
+    values = pool[:n]
+    device = {"param": [cuda.to_device(values)], "exp_avg": [cuda.to_device(dtype(0.1) * values)],
+              "exp_avg_sq": [cuda.to_device(np.abs(values))]}
+    grads = [cuda.to_device(dtype(1e-2) * values[::-1])]
+    try:
+        for piece, threads in ((1 << 12, 256), (1 << 14, 256), (1 << 16, 128), (1 << 16, 512), (1 << 18, 256),
+                               (1 << 20, 1024)):
+            _launch.GPU_PIECE, _launch.GPU_THREADS = piece, threads
+            tensors, kernel = kernel_call(op, hparams, device, grads)
+            counter = {"step": 0}
+
+            def step():
+                counter["step"] += 1
+                kernel(tensors, hparams, per_tensor(op, counter["step"], 1))
+
+            ms, p20, p80 = timer(step)
+            rows.append(dict(op=label, impl=f"tune {piece >> 10}k/{threads}", n=n, ms=ms, p20=p20, p80=p80,
+                             gbs=nbytes / ms / 1e6, pct_copy=100 * nbytes / ms / 1e6 / copy_gbs))
+    except Exception as exc:  # noqa: BLE001
+        rows.append(dict(op=label, impl="tune", n=n, error=f"{type(exc).__name__}: {exc}"))
+    finally:
+        _launch.GPU_PIECE, _launch.GPU_THREADS = defaults
     return rows
 
 
@@ -325,6 +361,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--inner", type=int, default=None)
     parser.add_argument("--budget", type=float, default=240.0, help="seconds after which timing stops")
+    parser.add_argument("--no-tune", action="store_true", help="skip the launch-shape sweep at the largest size")
     parser.add_argument("--json", default=None, help="output file (default $OUT/gpu_check.json when $OUT is set)")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -374,7 +411,8 @@ def main(argv=None):
             log(f"time budget reached: sizes from {n} on skipped")
             break
         log(f"timing n={n}")
-        time_rows += time_size(cuda, timer, n, np.float32, pool, torch, deadline)
+        time_rows += time_size(cuda, timer, n, np.float32, pool, torch, deadline,
+                               tune=n == max(sizes) and not args.no_tune)
 
     result = dict(info=info, verify=verify_rows, timing=time_rows, seconds=time.monotonic() - started)
     path = args.json or (os.path.join(os.environ["OUT"], "gpu_check.json") if os.environ.get("OUT") else None)

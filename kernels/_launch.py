@@ -181,8 +181,12 @@ def device_view():
         if simulator():
             _device_view = _sim_view
         else:
-            from numba.cuda.extending import intrinsic as cuda_intrinsic
-            from numba.cuda.np.arrayobj import np_cfarray
+            try:  # numba-cuda >= 0.2x keeps its own copy of numba's core
+                from numba.cuda.extending import intrinsic as cuda_intrinsic
+                from numba.cuda.np.arrayobj import np_cfarray
+            except ImportError:  # older numba-cuda shares numba's
+                from numba.core.extending import intrinsic as cuda_intrinsic
+                from numba.np.arrayobj import np_cfarray
 
             _device_view = _view_intrinsic(cuda_intrinsic, np_cfarray)
     return _device_view
