@@ -287,8 +287,8 @@ def tune_launch_shape(cuda, timer, n, dtype, pool, copy_gbs):
               "exp_avg_sq": [cuda.to_device(np.abs(values))]}
     grads = [cuda.to_device(dtype(1e-2) * values[::-1])]
     try:
-        for piece, threads in ((1 << 12, 256), (1 << 14, 256), (1 << 16, 128), (1 << 16, 512), (1 << 18, 256),
-                               (1 << 20, 1024)):
+        for piece, threads in ((1 << 12, 128), (1 << 13, 128), (1 << 14, 128), (1 << 14, 256), (1 << 15, 128),
+                               (1 << 16, 256)):
             _launch.GPU_PIECE, _launch.GPU_THREADS = piece, threads
             tensors, kernel = kernel_call(op, hparams, device, grads)
             counter = {"step": 0}

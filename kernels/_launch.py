@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import os
 import threading
+import warnings
 import zlib
 
 import numba
@@ -39,8 +40,10 @@ from pyopt import runtime
 
 SERIAL_MAX_ELEMENTS = 1 << 15   # below this a call runs on the calling thread (the C kernels' threshold)
 CPU_PIECE = 1 << 16             # elements per prange iteration: 256 KiB of float32, many pieces per thread
-GPU_PIECE = 1 << 16             # elements per block iteration
-GPU_THREADS = 256
+# elements per block iteration and threads per block: on an H200, Adam at 2^28 float32 reached 90% of a
+# device-to-device copy with 16k/128 against 84% with 64k/256 (bench/gpu_check.py sweeps these)
+GPU_PIECE = 1 << 14
+GPU_THREADS = 128
 SIM_THREADS = 32                # the simulator starts one Python thread per GPU thread: keep blocks small
 MAX_BLOCKS = 1 << 20
 
@@ -181,6 +184,10 @@ def device_view():
         if simulator():
             _device_view = _sim_view
         else:
+            if not hasattr(np, "row_stack"):
+                # numba-cuda <= 0.30 registers an overload of np.row_stack when its array module loads; NumPy 2.5
+                # removed that alias of np.vstack, and the import fails without it
+                np.row_stack = np.vstack
             try:  # numba-cuda >= 0.2x keeps its own copy of numba's core
                 from numba.cuda.extending import intrinsic as cuda_intrinsic
                 from numba.cuda.np.arrayobj import np_cfarray
@@ -250,8 +257,22 @@ class CudaKernels:
         key = tuple(flags)
         kernel = self.compiled.get(key)
         if kernel is None:
-            kernel = self.compiled[key] = cuda().jit(self.make(*flags))
+            kernel = self.compiled[key] = _cuda_jit(self.make(*flags))
         return kernel
+
+
+def _cuda_jit(py_func):
+    """``cuda.jit`` without link-time optimization.  With nvJitLink present numba-cuda defaults to LTO, and then
+    nvJitLink generates the code and contracts FMAs whatever NVVM was told (seen on an H200: last-bit differences
+    from the reference); without it the PTX that NVVM makes under :func:`exact_math` (``mul.rn``, ``add.rn``:
+    explicitly rounded, which ptxas never fuses) is what runs.  These kernels link nothing, so LTO gains nothing."""
+    cu = cuda()
+    if simulator():
+        return cu.jit(py_func)
+    try:
+        return cu.jit(py_func, lto=False)
+    except TypeError:  # a numba-cuda from before LTO existed
+        return cu.jit(py_func)
 
 
 class DeviceTables:
@@ -281,7 +302,13 @@ class DeviceTables:
         if self.n_pieces == 0:
             return
         with self.context(), exact_math():
-            kernel[self.blocks, self.threads](self.pieces, self.ptrs, *args)
+            if self.blocks >= 256:
+                kernel[self.blocks, self.threads](self.pieces, self.ptrs, *args)
+            else:
+                # a small call is a small grid: numba-cuda warns of low occupancy at every such launch
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*under-utilization")
+                    kernel[self.blocks, self.threads](self.pieces, self.ptrs, *args)
         if os.environ.get("PYOPT_CUDA_SYNC") == "1":  # debugging: surface a launch's error at its call
             cuda().synchronize()
 
