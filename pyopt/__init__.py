@@ -22,9 +22,10 @@ def _source_tree_kernels():
 
 
 _source_tree_kernels()
-from pyopt import backends, functional, optim, reference
+from pyopt import backends, functional, init, linesearch, optim, reference, schedules
 from pyopt._c import set_isa
 from pyopt.runtime import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["backends", "functional", "optim", "reference", "set_isa", "set_num_threads", "get_num_threads"]
+__all__ = ["backends", "functional", "init", "linesearch", "optim", "reference", "schedules", "set_isa",
+           "set_num_threads", "get_num_threads"]

@@ -3,7 +3,10 @@ and update params and state buffers in place; the caller owns the state and the 
 import numpy as np
 
 from pyopt import backends
+from pyopt.optim.adagrad import ADAGRAD, check_adagrad_hparams
 from pyopt.optim.adam import ADAM, check_adam_hparams
+from pyopt.optim.rmsprop import RMSPROP, check_rmsprop_hparams, rmsprop_state_roles
+from pyopt.optim.sgd import SGD_SPEC, check_sgd_hparams
 from pyopt.optim.optimizer import as_array_list, prepare_tensor_lists, require
 
 
@@ -15,6 +18,16 @@ def _steps(step, n):
             f"step must hold whole numbers, got {step!r}")
     require(bool(np.all(steps >= 1)), f"step counts from 1 (the count after this update), got {step!r}")
     return steps.astype(np.int64)
+
+
+def _flags(flag, n, name):
+    """Per-tensor booleans from one bool or a sequence of them."""
+    flags = np.asarray(flag)
+    require(flags.dtype.kind == "b" or (flags.dtype.kind in "iu" and bool(np.all((flags == 0) | (flags == 1)))),
+            f"{name} must be a bool or one bool per tensor, got {flag!r}")
+    flags = np.broadcast_to(flags, (n,)) if flags.ndim == 0 else flags
+    require(flags.shape == (n,), f"{name} must be a bool or one bool per tensor ({n}), got shape {flags.shape}")
+    return flags.astype(bool)
 
 
 def run_optimizer_op(spec, roles, hparams, per_tensor, backend):
@@ -49,3 +62,45 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, st
     adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, betas=betas, eps=eps,
               weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=True,
               backend=backend)
+
+
+def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+             nesterov=False, maximize=False, first_step=False, backend=None):
+    """SGD on one tensor or a list (:mod:`pyopt.reference.sgd` has the rule).
+
+    ``momentum_buffers`` is required when ``momentum != 0`` (and ignored otherwise); ``first_step`` (a bool or
+    one per tensor) says a buffer holds nothing yet and is set to the gradient, as PyTorch's first step does.
+    """
+    hparams = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                   nesterov=bool(nesterov), maximize=bool(maximize))
+    check_sgd_hparams(hparams)
+    require(momentum == 0 or momentum_buffers is not None, "momentum != 0 needs momentum_buffers")
+    roles = dict(param=params, grad=grads, momentum_buffer=momentum_buffers if momentum != 0 else None)
+    run_optimizer_op(SGD_SPEC, roles, hparams, {"first_step": lambda n: _flags(first_step, n, "first_step")},
+                     backend)
+
+
+def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                 maximize=False, backend=None):
+    """Adagrad on one tensor or a list (:mod:`pyopt.reference.adagrad` has the rule).  ``step``: count after this
+    update, which sets the decayed learning rate ``lr / (1 + (step - 1) * lr_decay)``."""
+    hparams = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=bool(maximize))
+    check_adagrad_hparams(hparams)
+    roles = dict(param=params, grad=grads, sum=state_sums)
+    run_optimizer_op(ADAGRAD, roles, hparams, {"step": lambda n: _steps(step, n)}, backend)
+
+
+def rmsprop_step(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
+                 eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, backend=None):
+    """RMSprop on one tensor or a list (:mod:`pyopt.reference.rmsprop` has the rule).  ``grad_avgs`` is required
+    when centered, ``momentum_buffers`` when ``momentum > 0``; each is ignored otherwise."""
+    hparams = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                   centered=bool(centered), maximize=bool(maximize))
+    check_rmsprop_hparams(hparams)
+    require(not centered or grad_avgs is not None, "centered=True needs grad_avgs")
+    require(not momentum > 0 or momentum_buffers is not None, "momentum > 0 needs momentum_buffers")
+    used = rmsprop_state_roles(hparams)
+    roles = dict(param=params, grad=grads, square_avg=square_avgs,
+                 grad_avg=grad_avgs if "grad_avg" in used else None,
+                 momentum_buffer=momentum_buffers if "momentum_buffer" in used else None)
+    run_optimizer_op(RMSPROP, roles, hparams, {}, backend)
