@@ -75,7 +75,7 @@ def _cuda_problem():
         error = cuda.cuda_error() if hasattr(cuda, "cuda_error") else None
     except Exception as exc:  # noqa: BLE001
         error = exc
-    detail = f" ({error})" if error else ""
+    detail = f" ({' '.join(str(error).split())})" if error else ""  # numba's message spans lines
     return f"no usable CUDA driver or GPU{detail}"
 
 
