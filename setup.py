@@ -2,7 +2,7 @@
 from setuptools import setup
 
 setup(
-    packages=["pyopt", "pyopt.reference", "pyopt.optim"],
+    packages=["pyopt", "pyopt.reference", "pyopt.optim", "pyopt.demo"],
     package_dir={"pyopt": "pyopt"},
     cffi_modules=["csrc/build.py:ffibuilder"],
     zip_safe=False,
