@@ -92,7 +92,7 @@ def run(out, *, seed=0, steps=None, tiny=False, progress=True):
                 label = "gradient descent" if kind == "gd" else f"momentum {MOMENTUM}"
                 label += f": diverged at step {r['steps'] + 1}" if r["diverged"] else f": f = {r['final']:.2g}"
                 ax.plot(r["path"][:, 0], r["path"][:, 1], style, color=color, markersize=2, linewidth=1,
-                        label=label, alpha=0.85)
+                        label=label, alpha=0.85, markevery=max(1, len(r["path"]) // 200))
             ax.set_xlim(*box[0])
             ax.set_ylim(*box[1])
             ax.set_title(f"{name}, lr = {lr:g}, {steps * factor} steps")
