@@ -173,6 +173,5 @@ def instrumented_call(spec, backend, kernel, tensors, hparams, per_tensor, verif
 
 
 def runnable(op):
-    """The backends that can run ``op`` on this machine, in preference order."""
-    names = list(HOST_PREFERENCE) + sorted({b for o, b in _kernels if o == op} - set(HOST_PREFERENCE))
-    return [b for b in names if (op, b) in _kernels and _why_unavailable(b) is None]
+    """The host backends that can run ``op`` on this machine, in preference order (lazily registered included)."""
+    return [b for b in HOST_PREFERENCE if _has_kernel(op, b) and _why_unavailable(b) is None]
