@@ -101,8 +101,9 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
             running_var[...] = a * (var * m / (m - 1)) + (1 - a) * rv
     else:
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = (xf - mean) * rstd
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant channel with eps = 0: NaN, as IEEE says
+        rstd = 1.0 / np.sqrt(var + eps)
+        y = (xf - mean) * rstd
     if weight is not None:
         y = y * weight.astype(np.float64)
     if bias is not None:

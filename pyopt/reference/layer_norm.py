@@ -64,8 +64,9 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     mean = xf.mean(axis=1) if xf.shape[1] else np.full(xf.shape[0], np.nan)
     xc = xf - mean[:, None]
     var = (xc * xc).mean(axis=1) if xf.shape[1] else np.full(xf.shape[0], np.nan)
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = xc * rstd[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant row with eps = 0: NaN, as IEEE says
+        rstd = 1.0 / np.sqrt(var + eps)
+        y = xc * rstd[:, None]
     if weight is not None:
         y = y * weight.reshape(-1).astype(np.float64)
     if bias is not None:

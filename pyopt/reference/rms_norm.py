@@ -48,8 +48,9 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     x2, lead = _rows(x, normalized_shape)
     xf = x2.astype(np.float64)
     ms = (xf * xf).mean(axis=1) if xf.shape[1] else np.full(xf.shape[0], np.nan)
-    rstd = 1.0 / np.sqrt(ms + eps)
-    y = xf * rstd[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero row with eps = 0: NaN, as IEEE says
+        rstd = 1.0 / np.sqrt(ms + eps)
+        y = xf * rstd[:, None]
     if weight is not None:
         y = y * weight.reshape(-1).astype(np.float64)
     return y.astype(x.dtype).reshape(x.shape), rstd.astype(stat_dtype(x.dtype)).reshape(lead)
