@@ -199,20 +199,12 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
     const int64_t C = g->channels;
     const T *x = (const T *)ctx->x, *dy = (const T *)ctx->dy, *cf = (const T *)ctx->coef;
     T *out = (T *)ctx->y;
-    const T *hi = cf, *lo = cf + C, *k1 = cf + 2 * C, *k2 = cf + 3 * C, *k3 = cf + 4 * C, *k4 = cf + 5 * C;
+    const T *hi = cf, *lo = cf + C, *k1 = cf + 2 * C, *k2 = cf + 3 * C;
+    const T *k3 = backward ? cf + 4 * C : NULL, *k4 = backward ? cf + 5 * C : NULL;
     for (int64_t item = begin; item < end; item++) {
-        int64_t off, len, c0, n_c;
-        if (g->inner == 1) { /* channels-last */
-            off = item * C, len = C, c0 = 0, n_c = C;
-        } else {
-            const int64_t run = item / g->slices, i0 = (item % g->slices) * BN_BLOCK;
-            off = run * g->inner + i0;
-            len = i0 + BN_BLOCK < g->inner ? BN_BLOCK : g->inner - i0;
-            c0 = run % C, n_c = 1;
-        }
-        const T *xr = x + off, *dyr = backward ? dy + off : NULL;
-        T *o = out + off;
-        if (n_c == C) { /* channels-last: constants vary along the row */
+        if (g->inner == 1) { /* channels-last: item = row, the constants vary along it */
+            const T *xr = x + item * C, *dyr = backward ? dy + item * C : NULL;
+            T *o = out + item * C;
             if (backward) {
 #pragma omp simd
                 for (int64_t c = 0; c < C; c++)
@@ -221,15 +213,22 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
 #pragma omp simd
                 for (int64_t c = 0; c < C; c++) o[c] = ((xr[c] - hi[c]) - lo[c]) * k1[c] + k2[c];
             }
+            continue;
+        }
+        /* planar: item = (run, slice), one channel's constants */
+        const int64_t run = item / g->slices, i0 = (item % g->slices) * BN_BLOCK, c = run % C;
+        const int64_t off = run * g->inner + i0, len = i0 + BN_BLOCK < g->inner ? BN_BLOCK : g->inner - i0;
+        const T *xr = x + off;
+        T *o = out + off;
+        const T h = hi[c], l = lo[c], a = k1[c], b = k2[c];
+        if (backward) {
+            const T *dyr = dy + off;
+            const T q = k3[c], r = k4[c];
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) o[i] = a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q);
         } else {
-            const T h = hi[c0], l = lo[c0], a = k1[c0], b = k2[c0], q = k3[c0], r = k4[c0];
-            if (backward) {
 #pragma omp simd
-                for (int64_t i = 0; i < len; i++) o[i] = a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q);
-            } else {
-#pragma omp simd
-                for (int64_t i = 0; i < len; i++) o[i] = ((xr[i] - h) - l) * a + b;
-            }
+            for (int64_t i = 0; i < len; i++) o[i] = ((xr[i] - h) - l) * a + b;
         }
     }
 }

@@ -5,6 +5,7 @@ Inputs that are not C-contiguous are copied (the kernels read rows and channel r
 outputs must be C-contiguous and writable (a strided output would need a copy-out that hides the cost the
 caller asked to avoid with ``out=``), except BatchNorm's channels-last layouts (:func:`channel_layout`).
 """
+import math
 import operator
 
 import numpy as np
@@ -31,7 +32,7 @@ def check_dtype(a, name, dtype=None):
 def check_array(a, name, *, dtype=None):
     """A float16/32/64 ndarray (of ``dtype`` when given), returned C-contiguous (copied when it is not)."""
     check_dtype(a, name, dtype)
-    return np.ascontiguousarray(a)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
 def check_param(a, name, shape, dtype, what):
@@ -119,8 +120,7 @@ def check_normalized_shape(normalized_shape, x, name="x"):
 
 def rows_view(a, normalized_shape):
     """A C-contiguous array as (rows, features)."""
-    lead = a.shape[:a.ndim - len(normalized_shape)]
-    return a.reshape(int(np.prod(lead, dtype=np.int64)), int(np.prod(normalized_shape, dtype=np.int64)))
+    return a.reshape(math.prod(a.shape[:a.ndim - len(normalized_shape)]), math.prod(normalized_shape))
 
 
 def check_axis(axis, x):
@@ -151,8 +151,7 @@ class ChannelLayout:
         if self.moved:
             self.outer, self.inner = x.size // max(self.channels, 1), 1
         else:
-            self.outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-            self.inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+            self.outer, self.inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
         self.count = self.outer * self.inner  # values per channel
 
     def work(self, a, name):
@@ -163,7 +162,8 @@ class ChannelLayout:
             raise ValueError(f"{name} has shape {a.shape} but x has shape {self.shape}")
         if a.dtype != self.dtype:
             raise TypeError(f"{name} has dtype {a.dtype} but x has dtype {self.dtype}")
-        return np.ascontiguousarray(np.moveaxis(a, self.axis, -1) if self.moved else a)
+        w = np.moveaxis(a, self.axis, -1) if self.moved else a
+        return w if w.flags.c_contiguous else np.ascontiguousarray(w)
 
     def output(self, out, name):
         """(user array, working array) of an output of x's shape; ``out`` must already have this layout."""
