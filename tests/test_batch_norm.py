@@ -14,9 +14,10 @@ from pyopt import functional as F
 from pyopt import reference as R
 
 # (shape, axis): NCHW, channels-last, BatchNorm1d (N, C) and (N, C, L), runs longer than a reduction tile,
-# more channels than a tile holds, one sample with 2 values per channel
+# more channels than a tile holds, one sample with 2 values per channel, one channel
 CASES = [((4, 5, 6, 7), 1), ((4, 6, 7, 5), -1), ((9, 5), 1), ((3, 5, 33), 1), ((2, 3, 20011), 1),
-         ((3, 20011), 1), ((20011, 3), -1), ((2, 7, 33000), 1), ((1, 3, 2), 1), ((2, 3, 4, 5, 6), 2)]
+         ((3, 20011), 1), ((20011, 3), -1), ((2, 7, 33000), 1), ((1, 3, 2), 1), ((2, 3, 4, 5, 6), 2),
+         ((5, 1, 7), 1), ((1, 2), 0), ((6, 1), -1)]  # a single channel, planar and channels-last
 
 
 def channels(shape, axis):
@@ -339,3 +340,40 @@ def test_bad_inputs_raise_before_any_write(rng):
         with pytest.raises(exc, match=message):
             F.batch_norm_backward(**args)
         assert unchanged(before, [dy, x, w, sm, sr, dx, dw, db]), kwargs
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(shape=st.lists(st.integers(1, 7), min_size=2, max_size=4), axis_pick=st.integers(0, 3),
+                  dtype=st.sampled_from([np.float32, np.float64]), training=st.booleans(),
+                  transpose=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_property_any_shape_axis_and_layout_matches_the_reference(shape, axis_pick, dtype, training, transpose,
+                                                                  seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    axis = axis_pick % len(shape)
+    if training and np.prod(shape) // shape[axis] < 2:
+        shape = (2,) + shape[1:] if axis else shape[:1] + (2,) + shape[2:]
+    x, w, b, rm, rv = make(rng, shape, axis, dtype)
+    if transpose:  # the same values through a non-C-contiguous view (channels-last when axis is moved last)
+        x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, axis, -1)), -1, axis)
+    rm64, rv64 = f64(rm, rv)
+    y, sm, sr = F.batch_norm(x, w, b, rm, rv, training=training, axis=axis, backend="c")
+    y64, m64, r64 = R.batch_norm(*f64(x, w, b), rm64, rv64, training=training, axis=axis)
+    rtol, atol = tolerance(NORM_FORWARD, dtype)
+    assert_close(y, y64, rtol, atol, "y")
+    assert_close(rm, rm64, rtol, atol, "running_mean")
+    assert_close(rv, rv64, rtol, atol, "running_var")
+    dy = randn(rng, shape, dtype)
+    dx, dw, db = F.batch_norm_backward(dy, x, w, sm, sr, training=training, axis=axis, backend="c")
+    dx64, dw64, db64 = R.batch_norm_backward(*f64(dy, x, w), sm.astype(np.float64), sr.astype(np.float64),
+                                             training=training, axis=axis)
+    rtol, atol = tolerance(NORM_BACKWARD, dtype)
+    # few values per channel make dx ill-conditioned (rstd can be large): compare relative to w * rstd * |dy|
+    scale = 1 + np.abs(np.moveaxis(dx64, axis, -1)).max()
+    assert_close(dx / scale, dx64 / scale, rtol, atol, "dx")
+    assert_close(dw, dw64, rtol, atol, "dweight")
+    assert_close(db, db64, rtol, atol, "dbias")

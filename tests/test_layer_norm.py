@@ -344,3 +344,45 @@ def test_both_isa_variants_give_the_same_bits(isa, rng):
     assert_bitwise(mean, mb, "mean")
     assert_bitwise(rstd, rb, "rstd")
     assert_bitwise(y, yb, "y")
+
+
+def test_misaligned_views_give_the_aligned_result(backend, rng):
+    """RELIABILITY.md row 13: a view one element into a buffer (not 32-byte aligned) computes the same bits."""
+    buf = off_centre(rng, 1 + 9 * 515, np.float32)
+    x = buf[1:].reshape(9, 515)
+    assert x.flags.c_contiguous and x.ctypes.data % 32
+    dy_buf = randn(rng, 1 + x.size, np.float32)
+    dy = dy_buf[1:].reshape(x.shape)
+    y, mean, rstd = F.layer_norm(x, (515,), backend=backend)
+    dx, dw, db = F.layer_norm_backward(dy, x, None, mean, rstd, (515,), backend=backend)
+    aligned = F.layer_norm(x.copy(), (515,), backend=backend)
+    for name, a, e in zip(("y", "mean", "rstd"), (y, mean, rstd), aligned):
+        assert_bitwise(a, e, name)
+    for name, a, e in zip(("dx", "dw", "db"), (dx, dw, db),
+                          F.layer_norm_backward(dy.copy(), x.copy(), None, mean, rstd, (515,), backend=backend)):
+        assert_bitwise(a, e, name)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(lead=st.lists(st.integers(0, 5), max_size=2), features=st.lists(st.integers(1, 40), min_size=1,
+                                                                                      max_size=2),
+                  dtype=st.sampled_from([np.float32, np.float64]), centre=st.sampled_from([0.0, 1e3]),
+                  seed=st.integers(0, 2**32 - 1))
+def test_property_any_shape_matches_the_reference(lead, features, dtype, centre, seed):
+    rng = np.random.default_rng(seed)
+    shape, nshape = tuple(lead) + tuple(features), tuple(features)
+    x, w, b = make(rng, shape, nshape, dtype, centre=centre)
+    y, mean, rstd = F.layer_norm(x, nshape, w, b, backend="c")
+    y64, _, _ = R.layer_norm(*f64(x), nshape, *f64(w, b))
+    assert_close(y, y64, *tolerance(NORM_FORWARD, dtype), "y")
+    dy = randn(rng, shape, dtype)
+    dx, dw, db = F.layer_norm_backward(dy, x, w, mean, rstd, nshape, backend="c")
+    dx64, dw64, db64 = R.layer_norm_backward(*f64(dy, x, w), mean.astype(np.float64), rstd.astype(np.float64),
+                                             nshape)
+    rtol, atol = tolerance(NORM_BACKWARD, dtype)
+    assert_close(dx, dx64, rtol, atol, "dx")
+    assert_close(dw, dw64, rtol, atol, "dweight")
