@@ -126,10 +126,11 @@ int SUFFIX(pyopt_rms_norm_backward)(int64_t rows, int64_t cols, const T *dy, con
 {
     isa = pyopt_resolve_isa(isa);
     if (isa < 0) return PYOPT_ERR_ISA;
+    if (cols == 0) return PYOPT_OK; /* dx and dweight are empty */
     const int64_t per = norm_rows_per_block(rows);
     const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
     double *partial = NULL;
-    if (n_blocks > 0 && cols > 0) {
+    if (n_blocks > 0) {
         partial = (double *)malloc((size_t)(n_blocks * cols) * sizeof(double));
         if (!partial) return PYOPT_ERR_NO_MEMORY;
     }
