@@ -208,9 +208,11 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
                         ("running_mean", running_mean), ("running_var", running_var),
                         ("num_batches_tracked", counter)], [("x", x), ("weight", weight), ("bias", bias)])
     _, kernel = backends.select("batch_norm", backend)
-    if layout.count == 0 and use_batch_stats:  # PyTorch #12013: nothing to average, nothing updated
-        save_mean[...] = np.nan
-        save_rstd[...] = np.nan
+    if layout.count == 0:  # PyTorch #12013: an empty batch has no statistics and updates nothing
+        if use_batch_stats:
+            save_mean[...], save_rstd[...] = np.nan, np.nan
+        else:
+            save_mean[...], save_rstd[...] = running_mean, 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         return y, save_mean, save_rstd
     factor = 0.0
     if update:

@@ -164,6 +164,11 @@ def test_batch_size_zero_gives_empty_output_and_leaves_running_stats(backend, rn
     dx, dw, db = F.batch_norm_backward(np.empty((0, 3, 4, 4), np.float32), np.empty((0, 3, 4, 4), np.float32),
                                        None, save_mean, save_rstd, backend=backend)
     assert dx.shape == (0, 3, 4, 4) and (dw == 0).all() and (db == 0).all()
+    y, save_mean, save_rstd = F.batch_norm(np.empty((0, 3), np.float32), None, None, rm, rv, training=False,
+                                           axis=-1, backend=backend)
+    assert y.shape == (0, 3) and unchanged(before, [rm, rv, counter])
+    assert_bitwise(save_mean, rm, "eval save_mean")
+    assert_close(save_rstd, 1 / np.sqrt(rv.astype(np.float64) + 1e-5), 1.3e-6, 0, "eval save_rstd")
 
 
 def test_one_value_per_channel_in_training_raises(backend):
@@ -377,3 +382,14 @@ def test_property_any_shape_axis_and_layout_matches_the_reference(shape, axis_pi
     assert_close(dx / scale, dx64 / scale, rtol, atol, "dx")
     assert_close(dw, dw64, rtol, atol, "dweight")
     assert_close(db, db64, rtol, atol, "dbias")
+
+
+def test_bytes_moved_counts_the_minimum_traffic():
+    """Training reads x twice (statistics, then normalize) and dy, x twice in the backward; eval is one pass."""
+    from pyopt.reference.batch_norm import bytes_moved
+    n, C = 32 * 64 * 56 * 56, 64
+    assert bytes_moved(n, C, 4) == 4 * (3 * n + C * (2 + 4 + 2))
+    assert bytes_moved(n, C, 4, training=False) == 4 * (2 * n + C * (2 + 2 + 2))
+    assert bytes_moved(n, C, 4, which="backward") == 4 * (5 * n + 5 * C)
+    assert bytes_moved(n, C, 4, which="backward", training=False) == 4 * (3 * n + 5 * C)
+    assert bytes_moved(n, C, 4, which="both") == bytes_moved(n, C, 4) + bytes_moved(n, C, 4, which="backward")

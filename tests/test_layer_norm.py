@@ -386,3 +386,14 @@ def test_property_any_shape_matches_the_reference(lead, features, dtype, centre,
     rtol, atol = tolerance(NORM_BACKWARD, dtype)
     assert_close(dx, dx64, rtol, atol, "dx")
     assert_close(dw, dw64, rtol, atol, "dweight")
+
+
+def test_bytes_moved_counts_the_minimum_traffic():
+    """What the bench rows divide by: fp32 read x + write y per element forward, read dy, x + write dx backward,
+    plus the per-row statistics and per-feature parameters."""
+    from pyopt.reference.layer_norm import bytes_moved
+    M, N = 8192, 768
+    assert bytes_moved(M, N, 4) == 4 * (2 * M * N + 2 * N + 2 * M)
+    assert bytes_moved(M, N, 4, weight=False, bias=False) == 4 * (2 * M * N + 2 * M)
+    assert bytes_moved(M, N, 4, which="backward") == 4 * (3 * M * N + 3 * N + 2 * M)
+    assert bytes_moved(M, N, 2, which="both") == bytes_moved(M, N, 2) + bytes_moved(M, N, 2, which="backward")

@@ -161,3 +161,11 @@ def test_bad_inputs_raise_before_any_write(rng):
         with pytest.raises(exc, match=message):
             F.rms_norm_backward(**args)
         assert unchanged(before, [dy, x, w, r, dx, dw]), kwargs
+
+
+def test_bytes_moved_counts_the_minimum_traffic():
+    from pyopt.reference.rms_norm import bytes_moved
+    M, N = 2048, 4096
+    assert bytes_moved(M, N, 4) == 4 * (2 * M * N + N + M)
+    assert bytes_moved(M, N, 4, which="backward") == 4 * (3 * M * N + 2 * N + M)
+    assert bytes_moved(M, N, 8, which="both", weight=False) == 8 * (5 * M * N + N + 2 * M)
