@@ -23,17 +23,22 @@
 #define BN_BLOCK ((int64_t)16384)
 
 /* Reduction tiles, in memory order: rows [o0, o1) x channels [c0, c1) x inner slice [i0, i1), about BN_BLOCK
- * elements each.  Per channel, tile (ob, cb, s) contributes to partial block k = ob * slices + s, stored at
- * partial[k * channels + c]; channels are combined over k in order.  The tiling depends only on the shape. */
+ * elements each.  A task takes the tiles of one channel range and slice across a group of consecutive row
+ * blocks (at most BN_GROUPS groups) and merges them into one partial per channel, partial block k = group *
+ * slices + slice at partial[k * channels + c]; channels are then combined over k in order.  Everything depends
+ * only on the shape, never on the thread count, and the partials stay small (at most BN_GROUPS x slices per
+ * channel) however many rows a tile holds. */
+#define BN_GROUPS 64
+
 typedef struct {
     int64_t outer, channels, inner;
     int64_t rows, chans, slices;   /* rows per tile, channels per tile, slices per run (> 1: runs > BN_BLOCK) */
-    int64_t n_ob, n_cb, n_k, n_tiles;
+    int64_t n_ob, n_cb, per_group, n_groups, n_k, n_tasks;
 } bn_geom;
 
 static bn_geom bn_make_geom(int64_t outer, int64_t channels, int64_t inner)
 {
-    bn_geom g = {outer, channels, inner, 1, 1, 1, 0, 0, 0, 0};
+    bn_geom g = {outer, channels, inner, 1, 1, 1, 0, 0, 0, 0, 0, 0};
     if (inner > BN_BLOCK) {
         g.slices = (inner + BN_BLOCK - 1) / BN_BLOCK;
     } else {
@@ -42,31 +47,41 @@ static bn_geom bn_make_geom(int64_t outer, int64_t channels, int64_t inner)
     }
     g.n_ob = (outer + g.rows - 1) / g.rows;
     g.n_cb = (channels + g.chans - 1) / g.chans;
-    g.n_k = g.n_ob * g.slices;
-    g.n_tiles = g.n_ob * g.n_cb * g.slices;
+    g.per_group = (g.n_ob + BN_GROUPS - 1) / BN_GROUPS;
+    g.n_groups = g.per_group > 0 ? (g.n_ob + g.per_group - 1) / g.per_group : 0;
+    g.n_k = g.n_groups * g.slices;
+    g.n_tasks = g.n_groups * g.n_cb * g.slices;
     return g;
 }
 
 typedef struct {
-    int64_t o0, o1, c0, c1, i0, i1, k;
-} bn_tile;
+    int64_t ob0, ob1, c0, c1, i0, i1, k; /* row blocks [ob0, ob1) of the group, channels, slice, partial block */
+} bn_task;
 
-static inline bn_tile bn_get_tile(const bn_geom *g, int64_t t)
+static inline bn_task bn_get_task(const bn_geom *g, int64_t t)
 {
-    const int64_t s = t % g->slices, cb = (t / g->slices) % g->n_cb, ob = t / g->slices / g->n_cb;
-    bn_tile b;
-    b.o0 = ob * g->rows, b.o1 = b.o0 + g->rows < g->outer ? b.o0 + g->rows : g->outer;
+    const int64_t s = t % g->slices, cb = (t / g->slices) % g->n_cb, grp = t / g->slices / g->n_cb;
+    bn_task b;
+    b.ob0 = grp * g->per_group, b.ob1 = b.ob0 + g->per_group < g->n_ob ? b.ob0 + g->per_group : g->n_ob;
     b.c0 = cb * g->chans, b.c1 = b.c0 + g->chans < g->channels ? b.c0 + g->chans : g->channels;
     b.i0 = s * BN_BLOCK, b.i1 = b.i0 + BN_BLOCK < g->inner ? b.i0 + BN_BLOCK : g->inner;
-    b.k = ob * g->slices + s;
+    b.k = grp * g->slices + s;
     return b;
+}
+
+/* Rows [*o0, *o1) of row block ob. */
+static inline void bn_rows(const bn_geom *g, int64_t ob, int64_t *o0, int64_t *o1)
+{
+    *o0 = ob * g->rows;
+    *o1 = *o0 + g->rows < g->outer ? *o0 + g->rows : g->outer;
 }
 
 /* Values per channel in partial block k. */
 static inline double bn_block_count(const bn_geom *g, int64_t k)
 {
-    const int64_t ob = k / g->slices, s = k % g->slices;
-    const int64_t rows = ob * g->rows + g->rows < g->outer ? g->rows : g->outer - ob * g->rows;
+    const int64_t grp = k / g->slices, s = k % g->slices;
+    const int64_t o0 = grp * g->per_group * g->rows, o_end = o0 + g->per_group * g->rows;
+    const int64_t rows = (o_end < g->outer ? o_end : g->outer) - o0;
     const int64_t len = s * BN_BLOCK + BN_BLOCK < g->inner ? BN_BLOCK : g->inner - s * BN_BLOCK;
     return (double)(rows * len);
 }
@@ -76,7 +91,7 @@ typedef struct {
     const void *x, *dy, *weight, *bias, *mean, *rstd; /* mean/rstd: save_* (backward) */
     void *y;                                          /* y (forward) or dx (backward) */
     const void *coef;                                 /* per-channel constants of the elementwise pass */
-    double *p0, *p1, *p2;                             /* partials [k][channels] */
+    double *p0, *p1, *p2, *p3;                        /* partials [k][channels] */
 } bn_ctx;
 
 #define PYOPT_TEMPLATE
@@ -95,48 +110,77 @@ typedef struct {
 #else /* ---------------- per-dtype part ---------------- */
 #include "norm_lanes.h"
 
-/* Statistics pass over tiles: p0[k][c] = the tile's mean of channel c, p1[k][c] = its sum of squared
- * deviations from that mean (two passes, the second from cache). */
-PYOPT_INLINE void SUFFIX(bn_stats_tiles)(const void *vctx, int64_t begin, int64_t end)
+/* One tile's two-pass statistics for channels [b->c0, b->c1): mean[c], and m2[c] = the sum of squared
+ * deviations from that mean (the second pass reads the tile from cache). */
+PYOPT_INLINE void SUFFIX(bn_tile_stats)(const bn_geom *g, const T *x, const bn_task *b, int64_t o0, int64_t o1,
+                                        double *mean, double *m2)
 {
-    const bn_ctx *ctx = (const bn_ctx *)vctx;
-    const bn_geom *g = &ctx->g;
-    const T *x = (const T *)ctx->x;
-    const int64_t C = g->channels, inner = g->inner;
-    for (int64_t t = begin; t < end; t++) {
-        const bn_tile b = bn_get_tile(g, t);
-        const int64_t len = b.i1 - b.i0;
-        double *mean = ctx->p0 + b.k * C, *m2 = ctx->p1 + b.k * C;
-        for (int64_t c = b.c0; c < b.c1; c++) mean[c] = m2[c] = 0.0;
-        for (int64_t o = b.o0; o < b.o1; o++) {
-            const T *row = x + o * C * inner + b.i0;
-            if (inner == 1) { /* channels-last: vectorized across channels */
+    const int64_t C = g->channels, inner = g->inner, len = b->i1 - b->i0;
+    for (int64_t c = b->c0; c < b->c1; c++) mean[c] = m2[c] = 0.0;
+    for (int64_t o = o0; o < o1; o++) {
+        const T *row = x + o * C * inner + b->i0;
+        if (inner == 1) { /* channels-last: vectorized across channels */
 #pragma omp simd
-                for (int64_t c = b.c0; c < b.c1; c++) mean[c] += (double)row[c];
-            } else {
-                for (int64_t c = b.c0; c < b.c1; c++) mean[c] += SUFFIX(norm_sum)(row + c * inner, len);
-            }
+            for (int64_t c = b->c0; c < b->c1; c++) mean[c] += (double)row[c];
+        } else {
+            for (int64_t c = b->c0; c < b->c1; c++) mean[c] += SUFFIX(norm_sum)(row + c * inner, len);
         }
-        const double inv = 1.0 / (double)((b.o1 - b.o0) * len);
-        for (int64_t c = b.c0; c < b.c1; c++) mean[c] *= inv;
-        for (int64_t o = b.o0; o < b.o1; o++) {
-            const T *row = x + o * C * inner + b.i0;
-            if (inner == 1) {
+    }
+    const double inv = 1.0 / (double)((o1 - o0) * len);
+    for (int64_t c = b->c0; c < b->c1; c++) mean[c] *= inv;
+    for (int64_t o = o0; o < o1; o++) {
+        const T *row = x + o * C * inner + b->i0;
+        if (inner == 1) {
 #pragma omp simd
-                for (int64_t c = b.c0; c < b.c1; c++) {
-                    const double d = (double)row[c] - mean[c];
-                    m2[c] += d * d;
-                }
-            } else {
-                for (int64_t c = b.c0; c < b.c1; c++) m2[c] += SUFFIX(norm_sum_sq_dev)(row + c * inner, len, mean[c]);
+            for (int64_t c = b->c0; c < b->c1; c++) {
+                const double d = (double)row[c] - mean[c];
+                m2[c] += d * d;
             }
+        } else {
+            for (int64_t c = b->c0; c < b->c1; c++) m2[c] += SUFFIX(norm_sum_sq_dev)(row + c * inner, len, mean[c]);
         }
     }
 }
 
-/* Backward sums pass over tiles: p0 = sum dy, p1 = sum dy (x - m), p2 = sum (x - m), m the saved mean.  With
+/* Statistics pass: each task's tiles, merged in row order with Chan's formula (the counts are the same for every
+ * channel of a tile, so the merge is a vectorized multiply-add across channels).  p0/p1 = the task's mean and
+ * m2 per channel, p2/p3 = scratch for the tile being merged. */
+PYOPT_INLINE void SUFFIX(bn_stats_tasks)(const void *vctx, int64_t begin, int64_t end)
+{
+    const bn_ctx *ctx = (const bn_ctx *)vctx;
+    const bn_geom *g = &ctx->g;
+    const T *x = (const T *)ctx->x;
+    const int64_t C = g->channels;
+    for (int64_t t = begin; t < end; t++) {
+        const bn_task b = bn_get_task(g, t);
+        const double len = (double)(b.i1 - b.i0);
+        double *mean = ctx->p0 + b.k * C, *m2 = ctx->p1 + b.k * C, *tmean = ctx->p2 + b.k * C;
+        double *tm2 = ctx->p3 + b.k * C;
+        double n = 0.0;
+        for (int64_t ob = b.ob0; ob < b.ob1; ob++) {
+            int64_t o0, o1;
+            bn_rows(g, ob, &o0, &o1);
+            const double nb = (double)(o1 - o0) * len, total = n + nb;
+            if (ob == b.ob0) {
+                SUFFIX(bn_tile_stats)(g, x, &b, o0, o1, mean, m2);
+            } else {
+                SUFFIX(bn_tile_stats)(g, x, &b, o0, o1, tmean, tm2);
+                const double f = nb / total, h = n * nb / total;
+#pragma omp simd
+                for (int64_t c = b.c0; c < b.c1; c++) {
+                    const double delta = tmean[c] - mean[c];
+                    mean[c] += delta * f;
+                    m2[c] += tm2[c] + delta * delta * h;
+                }
+            }
+            n = total;
+        }
+    }
+}
+
+/* Backward sums pass: p0 = sum dy, p1 = sum dy (x - m), p2 = sum (x - m) per task, m the saved mean.  With
  * write_dx (running statistics; a constant at each call site) it also writes dx = dy * (w rstd)[c]. */
-PYOPT_INLINE void SUFFIX(bn_sums_tiles)(const void *vctx, int64_t begin, int64_t end, const int write_dx)
+PYOPT_INLINE void SUFFIX(bn_sums_tasks)(const void *vctx, int64_t begin, int64_t end, const int write_dx)
 {
     const bn_ctx *ctx = (const bn_ctx *)vctx;
     const bn_geom *g = &ctx->g;
@@ -145,11 +189,14 @@ PYOPT_INLINE void SUFFIX(bn_sums_tiles)(const void *vctx, int64_t begin, int64_t
     const T *k1 = (const T *)ctx->coef + 2 * C; /* w rstd, see pyopt_batch_norm_backward */
     T *dx = (T *)ctx->y;
     for (int64_t t = begin; t < end; t++) {
-        const bn_tile b = bn_get_tile(g, t);
+        const bn_task b = bn_get_task(g, t);
         const int64_t len = b.i1 - b.i0;
         double *s_dy = ctx->p0 + b.k * C, *s_dyx = ctx->p1 + b.k * C, *s_x = ctx->p2 + b.k * C;
         for (int64_t c = b.c0; c < b.c1; c++) s_dy[c] = s_dyx[c] = s_x[c] = 0.0;
-        for (int64_t o = b.o0; o < b.o1; o++) {
+        int64_t o_begin, o_end, unused;
+        bn_rows(g, b.ob0, &o_begin, &unused);
+        bn_rows(g, b.ob1 - 1, &unused, &o_end);
+        for (int64_t o = o_begin; o < o_end; o++) {
             const int64_t off = o * C * inner + b.i0;
             const T *xr = x + off, *dyr = dy + off;
             T *dxr = dx + off;
@@ -166,17 +213,11 @@ PYOPT_INLINE void SUFFIX(bn_sums_tiles)(const void *vctx, int64_t begin, int64_t
             }
             for (int64_t c = b.c0; c < b.c1; c++) {
                 const T *xs = xr + c * inner, *dys = dyr + c * inner;
-                const double m = (double)mean_t[c];
-                double a_dy[NORM_LANES] = {0}, a_dyx[NORM_LANES] = {0}, a_x[NORM_LANES] = {0};
-                NORM_LANE_LOOP(len, l, i, {
-                    const double d = (double)dys[i], xc = (double)xs[i] - m;
-                    a_dy[l] += d;
-                    a_dyx[l] += d * xc;
-                    a_x[l] += xc;
-                });
-                s_dy[c] += norm_combine_lanes(a_dy);
-                s_dyx[c] += norm_combine_lanes(a_dyx);
-                s_x[c] += norm_combine_lanes(a_x);
+                double sums[3];
+                SUFFIX(norm_grad_sums)(dys, NULL, xs, (double)mean_t[c], len, 0, sums);
+                s_dy[c] += sums[0];
+                s_dyx[c] += sums[1];
+                s_x[c] += sums[2];
                 if (write_dx) {
                     T *dxs = dxr + c * inner;
                     const T kc = k1[c];
@@ -236,9 +277,9 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
 #define BN_ISA_VARIANTS(name, body)                                                                           \
     static void SUFFIX(name##_base)(const void *c, int64_t b, int64_t e) { body; }                             \
     PYOPT_TARGET_AVX2 static void SUFFIX(name##_avx2)(const void *c, int64_t b, int64_t e) { body; }
-BN_ISA_VARIANTS(bn_stats, SUFFIX(bn_stats_tiles)(c, b, e))
-BN_ISA_VARIANTS(bn_sums, SUFFIX(bn_sums_tiles)(c, b, e, 0))
-BN_ISA_VARIANTS(bn_sums_dx, SUFFIX(bn_sums_tiles)(c, b, e, 1))
+BN_ISA_VARIANTS(bn_stats, SUFFIX(bn_stats_tasks)(c, b, e))
+BN_ISA_VARIANTS(bn_sums, SUFFIX(bn_sums_tasks)(c, b, e, 0))
+BN_ISA_VARIANTS(bn_sums_dx, SUFFIX(bn_sums_tasks)(c, b, e, 1))
 BN_ISA_VARIANTS(bn_forward_apply, SUFFIX(bn_apply)((const bn_ctx *)c, b, e, 0))
 BN_ISA_VARIANTS(bn_backward_apply, SUFFIX(bn_apply)((const bn_ctx *)c, b, e, 1))
 #undef BN_ISA_VARIANTS
@@ -249,7 +290,7 @@ static int64_t SUFFIX(bn_apply_items)(const bn_geom *g)
     return g->inner == 1 ? g->outer : g->outer * g->channels * g->slices;
 }
 
-/* Workspace: 3 partial arrays of channels x blocks doubles, then n_coef x channels T constants. */
+/* Workspace: n_partials arrays of channels x partial blocks doubles, then n_coef x channels T constants. */
 static void *SUFFIX(bn_workspace)(bn_ctx *ctx, int n_partials, int n_coef)
 {
     const int64_t slots = ctx->g.channels * ctx->g.n_k;
@@ -257,7 +298,7 @@ static void *SUFFIX(bn_workspace)(bn_ctx *ctx, int n_partials, int n_coef)
                               sizeof(T));
     if (!ws) return NULL;
     double *p = (double *)ws;
-    ctx->p0 = p, ctx->p1 = p + slots, ctx->p2 = n_partials > 2 ? p + 2 * slots : NULL;
+    ctx->p0 = p, ctx->p1 = p + slots, ctx->p2 = p + 2 * slots, ctx->p3 = n_partials > 3 ? p + 3 * slots : NULL;
     ctx->coef = ws + (size_t)(n_partials * slots) * sizeof(double);
     return ws;
 }
@@ -271,16 +312,17 @@ int SUFFIX(pyopt_batch_norm_forward)(int64_t outer, int64_t channels, int64_t in
     const int64_t count = outer * inner;
     if (count == 0 || channels == 0) return PYOPT_OK; /* the caller handles empty batches */
     bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, NULL, weight, bias, NULL, NULL, y, NULL, NULL, NULL,
-                  NULL};
+                  NULL, NULL};
     const bn_geom *g = &ctx.g;
-    void *ws = SUFFIX(bn_workspace)(&ctx, 2, 4);
+    void *ws = SUFFIX(bn_workspace)(&ctx, 4, 4);
     if (!ws) return PYOPT_ERR_NO_MEMORY;
     if (use_batch_stats)
-        norm_parallel_items(&ctx, g->n_tiles, BN_BLOCK, BN_PICK(bn_stats, isa));
+        norm_parallel_items(&ctx, g->n_tasks, count * channels / (g->n_tasks > 0 ? g->n_tasks : 1),
+                            BN_PICK(bn_stats, isa));
     T *cf = (T *)ctx.coef;
     for (int64_t c = 0; c < channels; c++) {
         double mean, var;
-        if (use_batch_stats) { /* Chan's combination of the blocks, in block order */
+        if (use_batch_stats) { /* Chan's combination of the partial blocks, in block order */
             double n = 0.0, m2 = 0.0;
             mean = 0.0;
             for (int64_t k = 0; k < g->n_k; k++) {
@@ -324,14 +366,14 @@ int SUFFIX(pyopt_batch_norm_backward)(int64_t outer, int64_t channels, int64_t i
         return PYOPT_OK;
     }
     bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, dy, weight, NULL, save_mean, save_rstd, dx, NULL, NULL,
-                  NULL, NULL};
+                  NULL, NULL, NULL};
     const bn_geom *g = &ctx.g;
     void *ws = SUFFIX(bn_workspace)(&ctx, 3, 6);
     if (!ws) return PYOPT_ERR_NO_MEMORY;
     T *cf = (T *)ctx.coef;
     for (int64_t c = 0; c < channels; c++) /* k1 = w rstd first: the running-stats pass writes dx with it */
         cf[2 * channels + c] = (T)(weight ? (double)save_rstd[c] * (double)weight[c] : (double)save_rstd[c]);
-    norm_parallel_items(&ctx, g->n_tiles, BN_BLOCK,
+    norm_parallel_items(&ctx, g->n_tasks, count * channels / g->n_tasks,
                         use_batch_stats ? BN_PICK(bn_sums, isa) : BN_PICK(bn_sums_dx, isa));
     for (int64_t c = 0; c < channels; c++) {
         double s_dy = 0.0, s_dyx = 0.0, s_x = 0.0;

@@ -94,16 +94,10 @@ PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restric
                                           double *restrict pb, int64_t n, const int has_w)
 {
     const double m = (double)mean_t, r = (double)rstd_t;
-    double acc_g[NORM_LANES] = {0}, acc_gx[NORM_LANES] = {0}, acc_x[NORM_LANES] = {0};
-    NORM_LANE_LOOP(n, k, i, {
-        const double g = (double)(has_w ? dy[i] * w[i] : dy[i]);
-        const double xc = (double)x[i] - m;
-        acc_g[k] += g;
-        acc_gx[k] += g * xc;
-        acc_x[k] += xc;
-    });
-    const double sum_g = norm_combine_lanes(acc_g), sum_gx = norm_combine_lanes(acc_gx);
-    const double shift = norm_combine_lanes(acc_x) / (double)n; /* residual of the rounded mean */
+    double sums[3];
+    SUFFIX(norm_grad_sums)(dy, w, x, m, n, has_w, sums);
+    const double sum_g = sums[0], sum_gx = sums[1];
+    const double shift = sums[2] / (double)n; /* residual of the rounded mean */
     const double sum_gxhat = r * (sum_gx - shift * sum_g);
     T mh, ml;
     NORM_SPLIT(T, m + shift, mh, ml);

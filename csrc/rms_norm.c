@@ -68,10 +68,8 @@ PYOPT_INLINE void SUFFIX(rms_backward_row)(const T *restrict dy, const T *restri
                                            T rstd_t, T *restrict dx, double *restrict pw, int64_t n,
                                            const int has_w)
 {
-    double acc[NORM_LANES] = {0};
-    NORM_LANE_LOOP(n, k, i, acc[k] += (double)(has_w ? dy[i] * w[i] : dy[i]) * (double)x[i];);
     const double r = (double)rstd_t;
-    const T mean_gxhat = (T)(r * norm_combine_lanes(acc) / (double)n);
+    const T mean_gxhat = (T)(r * SUFFIX(norm_grad_dot)(dy, w, x, n, has_w) / (double)n);
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
         const T xhat = x[j] * rstd_t;
