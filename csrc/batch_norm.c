@@ -10,9 +10,10 @@
  * Training forward: statistics, then per channel save_mean/save_rstd and the running-stat update (float64, as
  * ATen: rm = a mean + (1 - a) rm, rv = a var m/(m-1) + (1 - a) rv), then y = ((x - mean_hi) - mean_lo) * (rstd w)
  * + b in one elementwise pass.  Eval forward: the elementwise pass with the running stats.
- * Backward: one pass of per-channel sums (dy, dy (x - mean), x - mean; float64) then, for batch statistics, one
- * elementwise pass dx = w rstd (dy - mean(dy) - xhat mean(dy xhat)); with running statistics dx = w rstd dy is
- * written during the sums pass.  The residual mean of x - save_mean re-centres xhat (see layer_norm.c).
+ * Backward: one pass of per-channel sums (dy, dy (x - mean), x - mean; float64, with float32 chunks of
+ * NORM_CHUNK elements for float32 NCHW runs) then, for batch statistics, one elementwise pass
+ * dx = w rstd (dy - mean(dy) - xhat mean(dy xhat)); with running statistics dx = w rstd dy is written during the
+ * sums pass.  The residual mean of x - save_mean re-centres xhat (see layer_norm.c).
  * Bytes per element (fp32): training forward 12, eval forward 8, training backward 20, eval backward 12.
  *
  * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */

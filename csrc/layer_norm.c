@@ -15,6 +15,9 @@
  * from memory once per call; the later passes over it hit L1/L2 (rows up to ~64k floats).
  * Rows run in parallel, one row at a time; the backward's dweight/dbias come from a fixed number of row blocks
  * (norm_rows_per_block) summed in block order, so every output is bitwise the same for any thread count.
+ * float32 backward: the row sums and the dweight/dbias partials run in float32 over short chunks (NORM_CHUNK
+ * elements, NORM_FLUSH_ROWS rows) added into float64, which halves the backward's instructions; the forward's
+ * statistics stay float64 throughout (the accuracy claims are about them).
  *
  * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
@@ -32,6 +35,7 @@ typedef struct {
     const void *dy, *x, *weight, *mean, *rstd;
     void *dx;
     double *partial_w, *partial_b; /* [block][cols] */
+    void *scratch;                 /* float32: [block][2][cols] row-chunk partials; NULL for float64 */
 } ln_backward_ctx;
 
 #define PYOPT_TEMPLATE
@@ -88,10 +92,14 @@ PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64
     }
 }
 
-/* One row of the backward: dx, and this row's dweight/dbias terms added to the block's float64 partials. */
-PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
-                                          T mean_t, T rstd_t, T *restrict dx, double *restrict pw,
-                                          double *restrict pb, int64_t n, const int has_w)
+/* A row's backward constants, from its first pass over dy and x. */
+typedef struct {
+    T mh, ml, rstd, mean_g, mean_gxhat;
+} SUFFIX(ln_coef);
+
+PYOPT_INLINE SUFFIX(ln_coef) SUFFIX(ln_backward_coef)(const T *restrict dy, const T *restrict x,
+                                                      const T *restrict w, T mean_t, T rstd_t, int64_t n,
+                                                      const int has_w)
 {
     const double m = (double)mean_t, r = (double)rstd_t;
     double sums[3];
@@ -99,16 +107,44 @@ PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restric
     const double sum_g = sums[0], sum_gx = sums[1];
     const double shift = sums[2] / (double)n; /* residual of the rounded mean */
     const double sum_gxhat = r * (sum_gx - shift * sum_g);
-    T mh, ml;
-    NORM_SPLIT(T, m + shift, mh, ml);
-    const T mean_g = (T)(sum_g / (double)n), mean_gxhat = (T)(sum_gxhat / (double)n);
+    SUFFIX(ln_coef) cf;
+    NORM_SPLIT(T, m + shift, cf.mh, cf.ml);
+    cf.rstd = rstd_t;
+    cf.mean_g = (T)(sum_g / (double)n);
+    cf.mean_gxhat = (T)(sum_gxhat / (double)n);
+    return cf;
+}
+
+/* The second pass over one row: dx, and the row's dweight/dbias terms added to the block's partials sw/sb (T;
+ * for float32 they are flushed into the float64 partials every NORM_FLUSH_ROWS rows, see ln_backward_rows). */
+PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
+                                          SUFFIX(ln_coef) cf, T *restrict dx, T *restrict sw, T *restrict sb,
+                                          int64_t n, const int has_w)
+{
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
-        const T xhat = ((x[j] - mh) - ml) * rstd_t;
+        const T xhat = ((x[j] - cf.mh) - cf.ml) * cf.rstd;
         const T g = has_w ? dy[j] * w[j] : dy[j];
-        dx[j] = ((g - mean_g) - xhat * mean_gxhat) * rstd_t;
-        pw[j] += (double)(dy[j] * xhat);
-        pb[j] += (double)dy[j];
+        dx[j] = ((g - cf.mean_g) - xhat * cf.mean_gxhat) * cf.rstd;
+        sw[j] += dy[j] * xhat;
+        sb[j] += dy[j];
+    }
+}
+
+PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0, int64_t r1, double *pw,
+                                           double *pb, T *sw, T *sb, const int has_w)
+{
+    const int64_t n = c->cols;
+    const T *dy = (const T *)c->dy, *x = (const T *)c->x, *w = (const T *)c->weight;
+    const T *mean = (const T *)c->mean, *rstd = (const T *)c->rstd;
+    T *dx = (T *)c->dx;
+    for (int64_t r = r0; r < r1; r++) {
+        const SUFFIX(ln_coef) cf = SUFFIX(ln_backward_coef)(dy + r * n, x + r * n, w, mean[r], rstd[r], n, has_w);
+        SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, cf, dx + r * n, sw, sb, n, has_w);
+        if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1)) {
+            SUFFIX(norm_flush_partial)(pw, sw, n);
+            SUFFIX(norm_flush_partial)(pb, sb, n);
+        }
     }
 }
 
@@ -116,19 +152,17 @@ PYOPT_INLINE void SUFFIX(ln_backward_blocks)(const void *vctx, int64_t begin, in
 {
     const ln_backward_ctx *c = (const ln_backward_ctx *)vctx;
     const int64_t n = c->cols;
-    const T *dy = (const T *)c->dy, *x = (const T *)c->x, *w = (const T *)c->weight;
-    const T *mean = (const T *)c->mean, *rstd = (const T *)c->rstd;
-    T *dx = (T *)c->dx;
     for (int64_t blk = begin; blk < end; blk++) {
         double *pw = c->partial_w + blk * n, *pb = c->partial_b + blk * n;
         memset(pw, 0, (size_t)n * sizeof(double));
         memset(pb, 0, (size_t)n * sizeof(double));
+        /* float64 rows accumulate straight into the float64 partials */
+        T *sw = c->scratch ? (T *)c->scratch + 2 * blk * n : (T *)pw, *sb = c->scratch ? sw + n : (T *)pb;
+        if (c->scratch) memset(sw, 0, (size_t)(2 * n) * sizeof(T));
         const int64_t r0 = blk * c->rows_per_block;
         const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
-        for (int64_t r = r0; r < r1; r++) {
-            if (w) SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, mean[r], rstd[r], dx + r * n, pw, pb, n, 1);
-            else SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, mean[r], rstd[r], dx + r * n, pw, pb, n, 0);
-        }
+        if (c->weight) SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 1);
+        else SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 0);
     }
 }
 
@@ -162,13 +196,15 @@ int SUFFIX(pyopt_layer_norm_backward)(int64_t rows, int64_t cols, const T *dy, c
     if (cols == 0) return PYOPT_OK; /* dx, dweight (and dbias) are empty */
     const int64_t per = norm_rows_per_block(rows);
     const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
+    const int chunked = sizeof(T) == sizeof(float);
     double *partial = NULL;
     if (n_blocks > 0) {
-        partial = (double *)malloc((size_t)(2 * n_blocks * cols) * sizeof(double));
+        partial = (double *)malloc((size_t)(2 * n_blocks * cols) * (sizeof(double) + (chunked ? sizeof(T) : 0)));
         if (!partial) return PYOPT_ERR_NO_MEMORY;
     }
     ln_backward_ctx ctx = {rows, cols, per, dy, x, weight, mean, rstd, dx, partial,
-                           partial ? partial + n_blocks * cols : NULL};
+                           partial ? partial + n_blocks * cols : NULL,
+                           partial && chunked ? (void *)(partial + 2 * n_blocks * cols) : NULL};
     norm_parallel_items(&ctx, n_blocks, per * cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(ln_backward_avx2) : SUFFIX(ln_backward_base));
     /* zero rows: dweight = dbias = 0, the empty sum */

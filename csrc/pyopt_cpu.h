@@ -54,7 +54,8 @@ void pyopt_probe_rw43_f32(float *p, const float *g, float *m, float *v, float s,
 
 /* ---- norms: shared conventions (layer_norm.c, rms_norm.c, batch_norm.c) ----
  * Single arrays, C-contiguous, of the dtype named by the suffix; weight/bias NULL means absent (1 and 0).
- * Outputs must not overlap inputs (the Python layer checks).  Statistics accumulate in float64 for every dtype.
+ * Outputs must not overlap inputs (the Python layer checks).  Forward statistics accumulate in float64 for every
+ * dtype; float32 backward sums run in float32 chunks (<= 128 elements, <= 16 rows) added into float64.
  * Results are bitwise the same for any thread count.  PYOPT_ERR_NO_MEMORY: a workspace malloc failed (nothing
  * was written then). */
 enum { PYOPT_ERR_NO_MEMORY = -2 };

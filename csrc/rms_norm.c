@@ -5,8 +5,8 @@
  * Backward, per row, with g = dy * w and xhat = x * rstd:
  *     dx = rstd * (g - xhat * mean(g * xhat)),   dweight = sum_rows dy * xhat
  * Bytes per element (fp32): forward read x, write y = 8; backward read dy, x, write dx = 12.
- * Parallel structure and determinism as in layer_norm.c: one row at a time, dweight from a fixed number of row
- * blocks summed in block order.
+ * Parallel structure, determinism and the float32 backward chunks as in layer_norm.c: one row at a time,
+ * dweight from a fixed number of row blocks summed in block order.
  *
  * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
@@ -24,6 +24,7 @@ typedef struct {
     const void *dy, *x, *weight, *rstd;
     void *dx;
     double *partial_w; /* [block][cols] */
+    void *scratch;     /* float32: [block][cols] row-chunk partials; NULL for float64 */
 } rms_backward_ctx;
 
 #define PYOPT_TEMPLATE
@@ -64,9 +65,10 @@ PYOPT_INLINE void SUFFIX(rms_forward_rows)(const void *vctx, int64_t begin, int6
     }
 }
 
+/* One row of the backward: dx, and the row's dweight terms added to the partial sw (T; float32 chunks are flushed
+ * into the float64 partials every NORM_FLUSH_ROWS rows, as in layer_norm.c). */
 PYOPT_INLINE void SUFFIX(rms_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
-                                           T rstd_t, T *restrict dx, double *restrict pw, int64_t n,
-                                           const int has_w)
+                                           T rstd_t, T *restrict dx, T *restrict sw, int64_t n, const int has_w)
 {
     const double r = (double)rstd_t;
     const T mean_gxhat = (T)(r * SUFFIX(norm_grad_dot)(dy, w, x, n, has_w) / (double)n);
@@ -75,7 +77,7 @@ PYOPT_INLINE void SUFFIX(rms_backward_row)(const T *restrict dy, const T *restri
         const T xhat = x[j] * rstd_t;
         const T g = has_w ? dy[j] * w[j] : dy[j];
         dx[j] = (g - xhat * mean_gxhat) * rstd_t;
-        pw[j] += (double)(dy[j] * xhat);
+        sw[j] += dy[j] * xhat;
     }
 }
 
@@ -88,11 +90,15 @@ PYOPT_INLINE void SUFFIX(rms_backward_blocks)(const void *vctx, int64_t begin, i
     for (int64_t blk = begin; blk < end; blk++) {
         double *pw = c->partial_w + blk * n;
         memset(pw, 0, (size_t)n * sizeof(double));
+        T *sw = c->scratch ? (T *)c->scratch + blk * n : (T *)pw; /* float64 rows: straight into pw */
+        if (c->scratch) memset(sw, 0, (size_t)n * sizeof(T));
         const int64_t r0 = blk * c->rows_per_block;
         const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
         for (int64_t r = r0; r < r1; r++) {
-            if (w) SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, pw, n, 1);
-            else SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, pw, n, 0);
+            if (w) SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 1);
+            else SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 0);
+            if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1))
+                SUFFIX(norm_flush_partial)(pw, sw, n);
         }
     }
 }
@@ -127,12 +133,14 @@ int SUFFIX(pyopt_rms_norm_backward)(int64_t rows, int64_t cols, const T *dy, con
     if (cols == 0) return PYOPT_OK; /* dx and dweight are empty */
     const int64_t per = norm_rows_per_block(rows);
     const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
+    const int chunked = sizeof(T) == sizeof(float);
     double *partial = NULL;
     if (n_blocks > 0) {
-        partial = (double *)malloc((size_t)(n_blocks * cols) * sizeof(double));
+        partial = (double *)malloc((size_t)(n_blocks * cols) * (sizeof(double) + (chunked ? sizeof(T) : 0)));
         if (!partial) return PYOPT_ERR_NO_MEMORY;
     }
-    rms_backward_ctx ctx = {rows, cols, per, dy, x, weight, rstd, dx, partial};
+    rms_backward_ctx ctx = {rows, cols, per, dy, x, weight, rstd, dx, partial,
+                            partial && chunked ? (void *)(partial + n_blocks * cols) : NULL};
     norm_parallel_items(&ctx, n_blocks, per * cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(rms_backward_avx2) : SUFFIX(rms_backward_base));
     norm_reduce_ctx red = {n_blocks, cols, partial, dweight};

@@ -20,16 +20,17 @@ def backend(request):
     _c.set_isa(previous)
 
 
-@pytest.fixture
-def isa(request):
-    """For tests that need the C backend under both ISA variants."""
-    previous = _c.set_isa(request.param)
-    yield request.param
-    _c.set_isa(previous)
-
-
-def isa_params():
-    return pytest.mark.parametrize("isa", [i for i in ("baseline", "avx2") if i in _c.isas()], indirect=True)
+def both_isas(run):
+    """{isa: run()} for the baseline and the AVX2 copy (the AVX2 entry only where the CPU has it)."""
+    previous = _c.set_isa("auto")
+    try:
+        out = {}
+        for name in _c.isas():
+            _c.set_isa(name)
+            out[name] = run()
+        return out
+    finally:
+        _c.set_isa(previous)
 
 
 def off_centre(rng, shape, dtype, centre=3.0, spread=1.0):

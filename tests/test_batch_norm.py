@@ -5,7 +5,7 @@ and one value per channel (21-23), parity with torch in float64, determinism, gu
 import numpy as np
 import pytest
 from _compare import assert_bitwise, assert_close
-from _norm_helpers import (DTYPES, backend, f64, guarded, margins_untouched, numeric_grad,  # noqa: F401
+from _norm_helpers import (DTYPES, backend, both_isas, f64, guarded, margins_untouched, numeric_grad,  # noqa: F401
                            off_centre, randn, snapshot, unchanged)
 from _tolerances import NORM_BACKWARD, NORM_FORWARD, NORM_OFF_CENTRE_ATOL, NORM_VS_TORCH, tolerance
 
@@ -393,3 +393,22 @@ def test_bytes_moved_counts_the_minimum_traffic():
     assert bytes_moved(n, C, 4, which="backward") == 4 * (5 * n + 5 * C)
     assert bytes_moved(n, C, 4, which="backward", training=False) == 4 * (3 * n + 5 * C)
     assert bytes_moved(n, C, 4, which="both") == bytes_moved(n, C, 4) + bytes_moved(n, C, 4, which="backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((6, 5, 7, 9), 1), ((6, 7, 9, 5), -1), ((2, 3, 20011), 1)], ids=str)
+def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, rng):
+    if "avx2" not in pyopt._c.isas():
+        pytest.skip(reason="no AVX2 on this CPU")
+    x, w, b, rm, rv = make(rng, shape, axis, dtype)
+    dy = randn(rng, shape, dtype)
+
+    def run():
+        rm_k, rv_k = rm.copy(), rv.copy()
+        y, sm, sr = F.batch_norm(x, w, b, rm_k, rv_k, training=True, axis=axis, backend="c")
+        return (y, sm, sr, rm_k, rv_k) + F.batch_norm_backward(dy, x, w, sm, sr, axis=axis, backend="c")
+
+    results = both_isas(run)
+    names = ("y", "save_mean", "save_rstd", "running_mean", "running_var", "dx", "dw", "db")
+    for name, a, e in zip(names, results["avx2"], results["baseline"]):
+        assert_bitwise(a, e, name)

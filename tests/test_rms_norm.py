@@ -3,7 +3,7 @@ finite differences, determinism, guard bands and bad inputs."""
 import numpy as np
 import pytest
 from _compare import assert_bitwise, assert_close
-from _norm_helpers import (DTYPES, backend, f64, guarded, margins_untouched, numeric_grad,  # noqa: F401
+from _norm_helpers import (DTYPES, backend, both_isas, f64, guarded, margins_untouched, numeric_grad,  # noqa: F401
                            off_centre, randn, snapshot, unchanged)
 from _tolerances import NORM_BACKWARD, NORM_FORWARD, NORM_VS_TORCH, tolerance
 
@@ -169,3 +169,19 @@ def test_bytes_moved_counts_the_minimum_traffic():
     assert bytes_moved(M, N, 4) == 4 * (2 * M * N + N + M)
     assert bytes_moved(M, N, 4, which="backward") == 4 * (3 * M * N + 2 * N + M)
     assert bytes_moved(M, N, 8, which="both", weight=False) == 8 * (5 * M * N + N + 2 * M)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_both_isa_variants_give_the_same_bits(dtype, rng):
+    if "avx2" not in pyopt._c.isas():
+        pytest.skip(reason="no AVX2 on this CPU")
+    x, w = make(rng, (9, 515), (515,), dtype)
+    dy = randn(rng, x.shape, dtype)
+
+    def run():
+        y, rstd = F.rms_norm(x, (515,), w, backend="c")
+        return (y, rstd) + F.rms_norm_backward(dy, x, w, rstd, (515,), backend="c")
+
+    results = both_isas(run)
+    for name, a, e in zip(("y", "rstd", "dx", "dw"), results["avx2"], results["baseline"]):
+        assert_bitwise(a, e, name)
