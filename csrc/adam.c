@@ -38,11 +38,11 @@ typedef struct {
 
 /* The update rule, written once; decay and amsgrad are compile-time constants at every call site. */
 PYOPT_INLINE void SUFFIX(adam_update)(T *restrict p, const T *restrict grad, T *restrict m, T *restrict v,
-                                      T *restrict vmax, int64_t i, T gsign, T w, T one_minus_w, int low_w,
+                                      T *restrict vmax, int64_t i, int flip, T w, T one_minus_w, int low_w,
                                       T beta2, T one_minus_beta2, T weight_decay, T decay_factor, T neg_step_size,
                                       T bc2_sqrt, T eps, const int decay, const int amsgrad)
 {
-    T g = gsign * grad[i];
+    T g = SUFFIX(pyopt_flip_sign)(grad[i], flip);
     T param = p[i];
     if (decay == PYOPT_DECAY_DECOUPLED) param = param * decay_factor;
     if (decay == PYOPT_DECAY_L2) g = g + weight_decay * param;
@@ -70,7 +70,7 @@ PYOPT_INLINE void SUFFIX(adam_loop)(const void *vctx, int64_t t, int64_t begin, 
     T *restrict m = (T *)ctx->exp_avg[t];
     T *restrict v = (T *)ctx->exp_avg_sq[t];
     T *restrict vmax = amsgrad ? (T *)ctx->max_exp_avg_sq[t] : NULL;
-    const T gsign = hp->maximize ? (T)-1 : (T)1;
+    const int flip = hp->maximize != 0;
     const T w = (T)(1.0 - hp->beta1), one_minus_w = (T)1 - w;
     const int low_w = fabs(w) < (T)0.5;
     const T beta2 = (T)hp->beta2, one_minus_beta2 = (T)(1.0 - hp->beta2);
@@ -79,7 +79,7 @@ PYOPT_INLINE void SUFFIX(adam_loop)(const void *vctx, int64_t t, int64_t begin, 
     const T eps = (T)hp->eps;
 #pragma omp simd
     for (int64_t i = begin; i < end; i++)
-        SUFFIX(adam_update)(p, g, m, v, vmax, i, gsign, w, one_minus_w, low_w, beta2, one_minus_beta2,
+        SUFFIX(adam_update)(p, g, m, v, vmax, i, flip, w, one_minus_w, low_w, beta2, one_minus_beta2,
                             weight_decay, decay_factor, neg_step_size, bc2_sqrt, eps, decay, amsgrad);
 }
 

@@ -13,7 +13,7 @@ import re
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["runtime.c", "bandwidth.c", "adam.c"]
+SOURCES = ["runtime.c", "bandwidth.c", "adam.c", "sgd.c", "adagrad.c", "rmsprop.c"]
 SOURCES += ["layer_norm.c", "rms_norm.c", "batch_norm.c"]
 
 

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <tgmath.h>   /* sqrt/fmax pick the float or double function from the argument type */
 #ifdef _OPENMP
 #include <omp.h>
@@ -45,6 +46,17 @@ static inline int pyopt_resolve_isa(int isa)
 /* fn(ctx, t, begin, end) processes elements [begin, end) of tensor t. */
 typedef void (*pyopt_range_fn)(const void *ctx, int64_t tensor, int64_t begin, int64_t end);
 
+/* Thread tid's slice [*lo, *hi) of a concatenated index space of `total` elements split over n_threads:
+ * contiguous, starting at multiples of PYOPT_CHUNK_ALIGN, covering everything once.  All int64 arithmetic: index
+ * spaces past 2^31 elements split correctly (tested through pyopt_thread_slice). */
+static inline void pyopt_slice_bounds(int64_t total, int64_t n_threads, int64_t tid, int64_t *lo, int64_t *hi)
+{
+    int64_t per = (total + n_threads - 1) / n_threads;
+    per = (per + PYOPT_CHUNK_ALIGN - 1) / PYOPT_CHUNK_ALIGN * PYOPT_CHUNK_ALIGN;
+    *lo = tid * per < total ? tid * per : total;
+    *hi = *lo + per < total ? *lo + per : total;
+}
+
 /* Runs fn over every element of every tensor once.  Small work runs on the calling thread; larger work runs in
  * one parallel region, each thread taking one contiguous slice of the concatenated index space of all tensors.
  * Elementwise kernels compute each element independently of the slice it falls in, so the result is bitwise the
@@ -58,12 +70,8 @@ static inline void pyopt_for_each_range(const void *ctx, int64_t n_tensors, cons
     if (total > PYOPT_SERIAL_MAX_ELEMENTS && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {
-            int64_t n_threads = omp_get_num_threads(), tid = omp_get_thread_num();
-            int64_t per = (total + n_threads - 1) / n_threads;
-            per = (per + PYOPT_CHUNK_ALIGN - 1) / PYOPT_CHUNK_ALIGN * PYOPT_CHUNK_ALIGN;
-            int64_t lo = tid * per < total ? tid * per : total;
-            int64_t hi = lo + per < total ? lo + per : total;
-            int64_t offset = 0;
+            int64_t lo, hi, offset = 0;
+            pyopt_slice_bounds(total, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
             for (int64_t t = 0; t < n_tensors && offset < hi; offset += numel[t], t++) {
                 int64_t begin = lo > offset ? lo : offset;
                 int64_t end = hi < offset + numel[t] ? hi : offset + numel[t];
@@ -75,6 +83,27 @@ static inline void pyopt_for_each_range(const void *ctx, int64_t n_tensors, cons
 #endif
     for (int64_t t = 0; t < n_tensors; t++)
         if (numel[t] > 0) fn(ctx, t, 0, numel[t]);
+}
+
+/* -x when flip is 1, x when 0: the sign bit toggled exactly as IEEE negation does (a NaN's sign included,
+ * which multiplying by -1 leaves alone on x86).  Branch-free, so the loop keeps one vectorized body; maximize
+ * uses it on the gradient. */
+PYOPT_INLINE float pyopt_flip_sign_f32(float x, int flip)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits ^= (uint32_t)(flip != 0) << 31;
+    memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+PYOPT_INLINE double pyopt_flip_sign_f64(double x, int flip)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits ^= (uint64_t)(flip != 0) << 63;
+    memcpy(&x, &bits, sizeof bits);
+    return x;
 }
 
 /* PyTorch's lerp(start, end, w): start + w (end - start) for |w| < 0.5, else end - (end - start)(1 - w).

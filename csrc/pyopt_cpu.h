@@ -22,6 +22,8 @@ int pyopt_cpu_has_avx2(void);
 int pyopt_max_threads(void);
 void pyopt_set_num_threads(int n);
 void pyopt_release_thread_pool(void);
+/* the slice of a concatenated index space that thread tid of n_threads takes (exposed for tests) */
+void pyopt_thread_slice(int64_t total, int64_t n_threads, int64_t tid, int64_t *lo, int64_t *hi);
 /* 1 and the first overlapping pair of byte ranges (ptr[k], nbytes[k]) in *first < *second; 0 if none; -1 no memory */
 int pyopt_find_overlap(int64_t n, void **ptr, const int64_t *nbytes, int64_t *first, int64_t *second);
 
@@ -43,10 +45,47 @@ int pyopt_adam_step_f64(int64_t n_tensors, void **param, void **grad, void **exp
                         const double *bias_correction2_sqrt, const pyopt_adam_hparams *hp, int isa);
 
 /* ---- SGD (sgd.c) ---- */
+typedef struct {
+    double lr, momentum, dampening;
+    double weight_decay;   /* L2: g += weight_decay * p; skipped entirely when 0 */
+    int nesterov;          /* only read when momentum != 0 */
+    int maximize;
+} pyopt_sgd_hparams;
+
+/* momentum_buffer may be NULL when hp->momentum == 0.  first_step[t] != 0: tensor t has no buffer yet, and this
+ * step sets it to the gradient (PyTorch's clone) instead of reading it; may be NULL when momentum == 0. */
+int pyopt_sgd_step_f32(int64_t n_tensors, void **param, void **grad, void **momentum_buffer, const int64_t *numel,
+                       const uint8_t *first_step, const pyopt_sgd_hparams *hp, int isa);
+int pyopt_sgd_step_f64(int64_t n_tensors, void **param, void **grad, void **momentum_buffer, const int64_t *numel,
+                       const uint8_t *first_step, const pyopt_sgd_hparams *hp, int isa);
 
 /* ---- Adagrad (adagrad.c) ---- */
+typedef struct {
+    double weight_decay;   /* L2: g += weight_decay * p; skipped entirely when 0 */
+    double eps;
+    int maximize;
+} pyopt_adagrad_hparams;
+
+/* clr[t] = lr / (1 + (step_t - 1) * lr_decay), tensor t's learning rate this step. */
+int pyopt_adagrad_step_f32(int64_t n_tensors, void **param, void **grad, void **state_sum, const int64_t *numel,
+                           const double *clr, const pyopt_adagrad_hparams *hp, int isa);
+int pyopt_adagrad_step_f64(int64_t n_tensors, void **param, void **grad, void **state_sum, const int64_t *numel,
+                           const double *clr, const pyopt_adagrad_hparams *hp, int isa);
 
 /* ---- RMSprop (rmsprop.c) ---- */
+typedef struct {
+    double lr, alpha, eps;
+    double weight_decay;   /* L2: g += weight_decay * p; skipped entirely when 0 */
+    double momentum;       /* > 0: momentum_buffer is used */
+    int centered;          /* grad_avg is used */
+    int maximize;
+} pyopt_rmsprop_hparams;
+
+/* grad_avg may be NULL unless centered; momentum_buffer may be NULL unless momentum > 0. */
+int pyopt_rmsprop_step_f32(int64_t n_tensors, void **param, void **grad, void **square_avg, void **grad_avg,
+                           void **momentum_buffer, const int64_t *numel, const pyopt_rmsprop_hparams *hp, int isa);
+int pyopt_rmsprop_step_f64(int64_t n_tensors, void **param, void **grad, void **square_avg, void **grad_avg,
+                           void **momentum_buffer, const int64_t *numel, const pyopt_rmsprop_hparams *hp, int isa);
 
 /* ---- bandwidth probes (bandwidth.c): the roofline for bench and track ---- */
 void pyopt_probe_triad_f32(float *a, const float *b, const float *c, float s, int64_t n);

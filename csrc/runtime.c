@@ -13,6 +13,11 @@ int pyopt_cpu_has_avx2(void)
 #endif
 }
 
+void pyopt_thread_slice(int64_t total, int64_t n_threads, int64_t tid, int64_t *lo, int64_t *hi)
+{
+    pyopt_slice_bounds(total, n_threads, tid, lo, hi);
+}
+
 int pyopt_max_threads(void)
 {
 #ifdef _OPENMP

@@ -1,16 +1,77 @@
-"""The ``numpy`` and ``c`` kernels of the norm ops, registered in :mod:`pyopt.backends`.
+"""The ``numpy`` and ``c`` kernels of the norm ops, registered in :mod:`pyopt.backends`, and :func:`run`, which
+makes one call (``pyopt.track`` counters, verify mode).
 
-Every kernel receives checked arrays (:mod:`pyopt._norm_args`): C-contiguous inputs already reshaped to the
-kernel's view ((rows, features) for LayerNorm/RMSNorm, [outer][channels][inner] for BatchNorm), outputs of the
-right shape and dtype, and writes the outputs in place.  float16 input runs the float32 C kernel on upcast copies
-(statistics in float32, RELIABILITY.md row 25) and rounds the outputs once.
+Every kernel receives checked arrays (:mod:`pyopt._norm_args`) by keyword: C-contiguous inputs already reshaped
+to the kernel's view ((rows, features) for LayerNorm/RMSNorm, [outer][channels][inner] for BatchNorm), outputs of
+the right shape and dtype, and writes the outputs in place.  float16 input runs the float32 C kernel on upcast
+copies (statistics in float32, RELIABILITY.md row 25) and rounds the outputs once.
 """
+import time
+
 import numpy as np
 
 from pyopt import _c, backends
 from pyopt import reference as ref
+from pyopt.track import _active as _tracking
 
 F16 = np.dtype(np.float16)
+
+# what each op writes, and the tolerance-table entry verify mode compares it with
+OUTPUTS = {
+    "layer_norm": (("y", "mean", "rstd"), "norm_forward"),
+    "layer_norm_backward": (("dx", "dweight", "dbias"), "norm_backward"),
+    "rms_norm": (("y", "rstd"), "norm_forward"),
+    "rms_norm_backward": (("dx", "dweight"), "norm_backward"),
+    "batch_norm": (("y", "save_mean", "save_rstd", "running_mean", "running_var"), "norm_forward"),
+    "batch_norm_backward": (("dx", "dweight", "dbias"), "norm_backward"),
+}
+
+
+def run(op, backend, kernel, kwargs, nbytes):
+    """One norm kernel call: timed for the active ``pyopt.track`` counters (``nbytes()``: the op's declared
+    minimum bytes) and, in verify mode (``PYOPT_VERIFY=1``), shadowed by the float64 reference run on copies of its
+    arguments taken before the call; a difference beyond the tolerance table raises ``pyopt.check.VerifyError``."""
+    from pyopt import check
+
+    verify = backend != "numpy" and check.verify_enabled(False)
+    copies = _reference_arguments(op, kwargs) if verify else None
+    if _tracking:
+        t0 = time.perf_counter()
+        kernel(**kwargs)
+        seconds = time.perf_counter() - t0
+        x = kwargs["x"]
+        for tracker in list(_tracking):
+            tracker.record(op, backend, x.dtype, x.size, nbytes(), seconds)
+    else:
+        kernel(**kwargs)
+    if verify:
+        _compare_with_reference(op, backend, kwargs, copies)
+
+
+def _reference_arguments(op, kwargs):
+    """float64 copies of the inputs and in-place state (running stats), fresh float64 arrays for the outputs."""
+    outputs = set(OUTPUTS[op][0]) - {"running_mean", "running_var"}
+    return {k: (np.empty(v.shape) if k in outputs else v.astype(np.float64)) if isinstance(v, np.ndarray) else v
+            for k, v in kwargs.items()}
+
+
+def _compare_with_reference(op, backend, kwargs, copies):
+    from pyopt import check
+
+    with np.errstate(all="ignore"):
+        backends.select(op, "numpy")[1](**copies)
+    names, kind = OUTPUTS[op]
+    dtype = kwargs["x"].dtype
+    rtol, atol = check.tolerance(kind, dtype)
+    for name in names:
+        if kwargs.get(name) is None:
+            continue
+        c = check.Comparison.of(kwargs[name], copies[name], rtol, atol)
+        if not c.ok:
+            raise check.VerifyError(
+                f"{op} on backend {backend!r} ({dtype}): {name} differs from the float64 reference at index "
+                f"{c.worst_index}: got {c.actual!r}, reference {c.expected!r} (abs error {c.max_abs:.3e}; "
+                f"tolerance rtol={rtol:g}, atol={atol:g})")
 
 
 def _fn(name, dtype):

@@ -68,3 +68,25 @@ def select(op, backend=None):
                             _why_unavailable("c") or "no kernel")
             return name, _kernels[(op, name)]
     raise ValueError(f"no backend can run {op!r}")
+
+
+def instrumented_call(spec, backend, kernel, tensors, hparams, per_tensor, verify):
+    """One kernel call, timed for the active ``pyopt.track`` counters and, in verify mode, shadowed by the
+    float64 reference run on copies of its inputs (DESIGN.md section 1).  Only the kernel is timed."""
+    from pyopt import check
+    from pyopt.track import optimizer_bytes, timed, tracking  # (pyopt.track is the function in pyopt's namespace)
+
+    copies = check.reference_inputs(tensors) if verify else None
+    if tracking():
+        timed(spec.op, backend, tensors, optimizer_bytes(spec, tensors, hparams, per_tensor),
+              lambda: kernel(tensors, hparams, per_tensor))
+    else:
+        kernel(tensors, hparams, per_tensor)
+    if verify:
+        check.compare_with_reference(spec, backend, tensors, copies, hparams, per_tensor)
+
+
+def runnable(op):
+    """The backends that can run ``op`` on this machine, in preference order."""
+    names = list(HOST_PREFERENCE) + sorted({b for o, b in _kernels if o == op} - set(HOST_PREFERENCE))
+    return [b for b in names if (op, b) in _kernels and _why_unavailable(b) is None]

@@ -11,32 +11,25 @@ from pyopt import __version__, _c, backends, harness
 from pyopt.runtime import get_num_threads
 
 
-def parse_size(text):
-    """'2^24', '65536' or '200x1024' (a list of 200 tensors of 1024 elements)."""
-    text = text.strip()
-    if "x" in text:
-        count, size = text.split("x")
-        return [parse_size(size)[0]] * int(count)
-    if "^" in text:
-        base, exp = text.split("^")
-        return [int(base) ** int(exp)]
-    return [int(text)]
+QUICK_CASES = ["2^16", "2^22", "tiny200"]
+DEFAULT_CASES = ["2^16", "2^20", "2^24", "tiny200", "resnet50", "gpt2"]
 
 
-def default_cases(quick):
-    dram = 2**22 if quick else 2**24
-    return [
-        (harness.Case("2^16", [2**16]), True),
-        (harness.Case(f"2^{dram.bit_length() - 1}", [dram]), False),
-        (harness.Case("200x1024", [1024] * 200), True),
-    ]
+def _cases(args):
+    names = args.sizes.split(",") if args.sizes else (QUICK_CASES if args.quick else DEFAULT_CASES)
+    cases = []
+    for name in names:
+        case = harness.case_of(name)
+        # a case is timed in cache when Adam's 28 B/elem of it fit in the last-level cache
+        cases.append((case, 28 * case.numel < harness.LLC_BYTES))
+    return cases
 
 
 def bench(args):
-    from rich.console import Console
+    from rich.progress import Progress
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     if not _c.available():
         console.print(f"[red]The C backend is unavailable: {_c.IMPORT_ERROR}[/red]")
         return 1
@@ -45,60 +38,150 @@ def bench(args):
     if unknown:
         console.print(f"[red]unknown ops {unknown}; choose from {harness.available_optimizers()}[/red]")
         return 2
-    if args.sizes:
-        cases = [(harness.Case(s, parse_size(s)), sum(parse_size(s)) * 28 < harness.LLC_BYTES)
-                 for s in args.sizes.split(",")]
-    else:
-        cases = default_cases(args.quick)
+    try:
+        cases = _cases(args)
+    except ValueError as exc:
+        console.print(f"[red]bad --sizes: {exc}[/red]")
+        return 2
     pyopt_backends = args.backends.split(",")
     peers = tuple(p for p in args.against.split(",") if p)
     started = time.time()
-    console.print(f"pyopt {__version__}: {get_num_threads()} threads, ISAs {_c.isas()}, "
-                  f"{len(ops)} ops x {len(cases)} cases, {args.repeats} interleaved repeats")
-    probes = {}
-    for case, cache_resident in cases:
-        probes[case.name] = harness.probe_rw43(case.numel, args.repeats, cache_resident=cache_resident)
-    triad_before = harness.probe_triad(2**24, args.repeats)
-    rows = []
-    for op in ops:
+    info = harness.machine_info()
+    console.print(f"pyopt {__version__}: {info['threads']} threads, ISAs {info['isas']}, {len(ops)} ops x "
+                  f"{len(cases)} cases, {args.repeats} interleaved repeats, peers {', '.join(peers) or 'none'}")
+    rows, notes, measured = [], [], []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("probe", total=2 * len(cases) + len(ops) * len(cases) + 2)
+        triad_start = harness.probe_triad(2**24, args.repeats)
+        progress.advance(task)
+        probes = {}
         for case, cache_resident in cases:
-            timings = harness.run_optimizer_case(op, case, pyopt_backends, peers=peers, repeats=args.repeats,
-                                                 cache_resident=cache_resident)
-            nbytes = harness.optimizer_bytes(op, case)
-            probe_gbs = 28 * case.numel / probes[case.name].median / 1e9
-            base = timings.get(f"pyopt-{pyopt_backends[0]}")
-            for name, t in timings.items():
-                gbs = nbytes / t.median / 1e9
-                rows.append(dict(op=op, case=case.name, tensors=len(case.sizes), numel=case.numel,
-                                 contender=name, median_s=t.median, p20_s=t.p20, p80_s=t.p80, bytes=nbytes,
-                                 gb_s=gbs, pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs,
-                                 us_per_tensor=1e6 * t.median / len(case.sizes),
-                                 pyopt_speedup=t.median / base.median if base else None))
-    triad_after = harness.probe_triad(2**24, args.repeats)
-    table = Table(title="optimizer steps (median of interleaved repeats; % of the read-4/write-3 probe at "
-                        "the same size)")
+            probes[case.name] = harness.probe_rw43(case.numel, args.repeats, cache_resident=cache_resident)
+            progress.advance(task)
+        for op in ops:
+            for case, cache_resident in cases:
+                progress.update(task, description=f"{op} {case.name}")
+                timings, case_notes = harness.run_optimizer_case(op, case, pyopt_backends, peers=peers,
+                                                                 repeats=args.repeats, cache_resident=cache_resident)
+                notes += [n for n in case_notes if n not in notes]
+                measured.append((op, case, timings))
+                progress.advance(task)
+        probes_end = {case.name: harness.probe_rw43(case.numel, args.repeats, cache_resident=cache_resident)
+                      for case, cache_resident in cases}
+        triad_end = harness.probe_triad(2**24, args.repeats)
+    # the roofline is the better of the two probes: a probe slowed by a busy moment must not flatter the kernels
+    roofline = {name: min(probes[name].median, probes_end[name].median) for name in probes}
+    for op, case, timings in measured:
+        rows += _rows(op, case, timings, roofline[case.name], pyopt_backends[0])
+    table = Table(title="optimizer steps: median of interleaved repeats; GB/s from the minimum bytes; % of the "
+                        "read-4/write-3 probe at the same size; speedup = contender time / pyopt time")
     for col in ("op", "case", "contender", "ms", "p20-p80 ms", "GB/s", "% probe", "us/tensor", "pyopt speedup"):
         table.add_column(col, justify="left" if col in ("op", "case", "contender") else "right")
     for r in rows:
         speedup = "" if r["pyopt_speedup"] is None or r["contender"].startswith("pyopt") else \
             f"{r['pyopt_speedup']:.2f}x"
         table.add_row(r["op"], r["case"], r["contender"], f"{1e3 * r['median_s']:.3f}",
-                      f"{1e3 * r['p20_s']:.3f}-{1e3 * r['p80_s']:.3f}", f"{r['gb_s']:.1f}",
-                      f"{r['pct_probe']:.0f}%", f"{r['us_per_tensor']:.2f}" if r["tensors"] > 1 else "", speedup)
+                      f"{1e3 * r['p20_s']:.3f}-{1e3 * r['p80_s']:.3f}", f"{r['gb_s']:.1f}", f"{r['pct_probe']:.0f}%",
+                      f"{r['us_per_tensor']:.2f}" if r["tensors"] > 1 else "", speedup)
     console.print(table)
-    triad_gbs = [12 * 2**24 / t.median / 1e9 for t in (triad_before, triad_after)]
-    console.print(f"triad (2^24 fp32) {triad_gbs[0]:.1f} GB/s at the start, {triad_gbs[1]:.1f} GB/s at the end; "
-                  + ", ".join(f"probe {k}: {28 * c.numel / probes[k].median / 1e9:.1f} GB/s"
-                              for k, c in ((c.name, c) for c, _ in cases)))
+    for note in notes:
+        console.print(f"note: {note}")
+    triad = [12 * 2**24 / t.median / 1e9 for t in (triad_start, triad_end)]
+    console.print(f"triad (2^24 fp32): {triad[0]:.1f} GB/s at the start, {triad[1]:.1f} GB/s at the end; "
+                  "read-4/write-3 probe start/end: " + ", ".join(
+                      f"{name} {28 * c.numel / probes[name].median / 1e9:.1f}/"
+                      f"{28 * c.numel / probes_end[name].median / 1e9:.1f} GB/s"
+                      for name, c in ((c.name, c) for c, _ in cases)))
+    record = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, triad_gb_s=triad, repeats=args.repeats,
+                  rows=rows, notes=notes)
+    status = _write_outputs(args, record, console)
     console.print(f"finished in {time.time() - started:.0f} s")
+    return status
+
+
+def _rows(op, case, timings, probe_seconds, first_backend):
+    nbytes = harness.optimizer_bytes(op, case)
+    probe_gbs = 28 * case.numel / probe_seconds / 1e9
+    base = timings.get(f"pyopt-{first_backend}")
+    rows = []
+    for name, t in timings.items():
+        gbs = nbytes / t.median / 1e9
+        rows.append(dict(op=op, case=case.name, tensors=len(case.sizes), numel=case.numel, contender=name,
+                         median_s=t.median, p20_s=t.p20, p80_s=t.p80, bytes=nbytes, gb_s=gbs,
+                         pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs,
+                         us_per_tensor=1e6 * t.median / len(case.sizes),
+                         pyopt_speedup=t.median / base.median if base else None))
+    return rows
+
+
+def _write_outputs(args, record, console):
+    """--json, --history/--compare and --plot; returns the exit status (1 when --compare finds a regression)."""
+    status = 0
     if args.json:
-        record = dict(pyopt=__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S"), machine=platform.machine(),
-                      python=platform.python_version(), numpy=np.__version__, threads=get_num_threads(),
-                      isas=_c.isas(), triad_gb_s=triad_gbs, rows=rows)
         with open(args.json, "w") as fh:
             json.dump(record, fh, indent=1)
         console.print(f"wrote {args.json}")
-    return 0
+    if args.history:
+        previous = None
+        if args.compare:
+            try:
+                with open(args.history) as fh:
+                    lines = [line for line in fh if line.strip()]
+                previous = json.loads(lines[-1]) if lines else None
+            except FileNotFoundError:
+                previous = None
+        if args.compare and previous is None:
+            console.print(f"--compare: no earlier run in {args.history}; this run becomes the baseline")
+        elif args.compare:
+            found = harness.regressions(previous, record)
+            for row, old, slowdown in found:
+                console.print(f"[red]regression[/red] {row['op']} {row['case']} {row['contender']}: "
+                              f"{old['pct_probe']:.0f}% -> {row['pct_probe']:.0f}% of the probe "
+                              f"({100 * slowdown:.0f}% slower than {previous['time']}, beyond both runs' noise)")
+            if not found:
+                console.print(f"--compare: no regression against the run of {previous['time']}")
+            status = 1 if found else 0
+        with open(args.history, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        console.print(f"appended to {args.history}")
+    if args.plot:
+        try:
+            harness.plot(record, args.plot)
+        except ImportError:
+            console.print("[red]--plot needs matplotlib: pip install 'pyopt-kernels[plot]'[/red]")
+            return 1
+        console.print(f"wrote {args.plot}")
+    return status
+
+
+def check(args):
+    """Every op x backend x dtype against the float64 reference; exit status 1 on any mismatch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pyopt.check import check_all
+
+    rows = check_all(ops=args.ops.split(",") if args.ops else None,
+                     backend_names=args.backend.split(",") if args.backend else None)
+    table = Table(title="pyopt check: fast kernels against the float64 reference (worst over 3 steps, every "
+                        "param and state buffer)")
+    for col in ("op", "config", "backend", "dtype", "max abs", "max rel", "max ulp", "worst at", "result"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.op, ", ".join(f"{k}={v}" for k, v in r.config.items()) or "defaults", r.backend, r.dtype,
+                      f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.max_ulp:.1f}", r.worst,
+                      "[green]pass[/green]" if r.ok else "[red]FAIL[/red]")
+    console = _console()
+    console.print(table)
+    failed = sum(not r.ok for r in rows)
+    console.print(f"{len(rows) - failed} passed, {failed} failed")
+    return 1 if failed or not rows else 0
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def info(args):
@@ -115,19 +198,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="pyopt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="time the kernels against the bandwidth probe and the peers")
-    b.add_argument("--quick", action="store_true", help="smaller DRAM case; under a minute")
+    b.add_argument("--quick", action="store_true", help=f"cases {','.join(QUICK_CASES)}: under a minute")
     b.add_argument("--ops", help="comma-separated ops (default: all)")
-    b.add_argument("--sizes", help="comma-separated sizes such as 2^16,2^24,200x1024")
+    b.add_argument("--sizes", help="comma-separated cases: 2^16, 65536, 200x1024, gpt2, resnet50, tiny200 "
+                                   f"(default: {','.join(DEFAULT_CASES)})")
     b.add_argument("--backends", default="c", help="pyopt backends to time (default: c)")
-    b.add_argument("--against", default="numpy,torch", help="peers: numpy,torch (those installed)")
+    b.add_argument("--against", default="numpy,torch,deepspeed",
+                   help="peers: numpy,torch,deepspeed (those installed; an empty string for none)")
     b.add_argument("--repeats", type=int, default=7, help="interleaved repeats per case (at least 7)")
     b.add_argument("--json", help="write the results as JSON to this file")
+    b.add_argument("--history", help="append the results as one JSON line to this file")
+    b.add_argument("--compare", action="store_true", help="with --history: flag regressions against its last run")
+    b.add_argument("--plot", help="write GB/s against size per contender, with the probe roofline, to this PNG")
     b.set_defaults(func=bench)
+    c = sub.add_parser("check", help="every op x backend x dtype against the float64 reference")
+    c.add_argument("--ops", help="comma-separated ops (default: all)")
+    c.add_argument("--backend", help="comma-separated backends (default: every one that can run here)")
+    c.set_defaults(func=check)
     i = sub.add_parser("info", help="versions, CPU features, threads, backends")
     i.set_defaults(func=info)
     args = parser.parse_args(argv)
     if getattr(args, "repeats", 7) < 1:
         parser.error("--repeats must be at least 1")
+    if getattr(args, "compare", False) and not args.history:
+        parser.error("--compare needs --history FILE")
     return args.func(args)
 
 

@@ -3,7 +3,12 @@ and update params and state buffers in place; the caller owns the state and the 
 import numpy as np
 
 from pyopt import backends
+from pyopt.track import _active as _tracking
+from pyopt.check import verify_enabled
+from pyopt.optim.adagrad import ADAGRAD, check_adagrad_hparams
 from pyopt.optim.adam import ADAM, check_adam_hparams
+from pyopt.optim.rmsprop import RMSPROP, check_rmsprop_hparams, rmsprop_state_roles
+from pyopt.optim.sgd import SGD_SPEC, check_sgd_hparams
 from pyopt.optim.optimizer import as_array_list, prepare_tensor_lists, require
 
 
@@ -17,6 +22,16 @@ def _steps(step, n):
     return steps.astype(np.int64)
 
 
+def _flags(flag, n, name):
+    """Per-tensor booleans from one bool or a sequence of them."""
+    flags = np.asarray(flag)
+    require(flags.dtype.kind == "b" or (flags.dtype.kind in "iu" and bool(np.all((flags == 0) | (flags == 1)))),
+            f"{name} must be a bool or one bool per tensor, got {flag!r}")
+    flags = np.broadcast_to(flags, (n,)) if flags.ndim == 0 else flags
+    require(flags.shape == (n,), f"{name} must be a bool or one bool per tensor ({n}), got shape {flags.shape}")
+    return flags.astype(bool)
+
+
 def run_optimizer_op(spec, roles, hparams, per_tensor, backend):
     """Checks every array, then one kernel call per dtype."""
     roles = {role: as_array_list(arrays, role + "s") for role, arrays in roles.items() if arrays is not None}
@@ -24,9 +39,14 @@ def run_optimizer_op(spec, roles, hparams, per_tensor, backend):
     parts = prepare_tensor_lists(roles, labels)
     n = len(roles["param"])
     per_tensor = {k: (v(n) if callable(v) else v) for k, v in per_tensor.items()}
-    _, kernel = backends.select(spec.op, backend)
+    name, kernel = backends.select(spec.op, backend)
+    verify = verify_enabled(False)
     for local, tensors in parts:
-        kernel(tensors, hparams, {k: v[local] for k, v in per_tensor.items()})
+        part = {k: v[local] for k, v in per_tensor.items()}
+        if verify or _tracking:
+            backends.instrumented_call(spec, name, kernel, tensors, hparams, part, verify)
+        else:
+            kernel(tensors, hparams, part)
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3, betas=(0.9, 0.999),
@@ -50,11 +70,56 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, st
               backend=backend)
 
 
+def sgd_step(params, grads, momentum_buffers=None, *, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+             nesterov=False, maximize=False, first_step=False, backend=None):
+    """SGD on one tensor or a list (:mod:`pyopt.reference.sgd` has the rule).
+
+    ``momentum_buffers`` is required when ``momentum != 0`` (and ignored otherwise); ``first_step`` (a bool or
+    one per tensor) says a buffer holds nothing yet and is set to the gradient, as PyTorch's first step does.
+    """
+    hparams = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                   nesterov=bool(nesterov), maximize=bool(maximize))
+    check_sgd_hparams(hparams)
+    require(momentum == 0 or momentum_buffers is not None, "momentum != 0 needs momentum_buffers")
+    roles = dict(param=params, grad=grads, momentum_buffer=momentum_buffers if momentum != 0 else None)
+    run_optimizer_op(SGD_SPEC, roles, hparams, {"first_step": lambda n: _flags(first_step, n, "first_step")},
+                     backend)
+
+
+def adagrad_step(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                 maximize=False, backend=None):
+    """Adagrad on one tensor or a list (:mod:`pyopt.reference.adagrad` has the rule).  ``step``: count after this
+    update, which sets the decayed learning rate ``lr / (1 + (step - 1) * lr_decay)``."""
+    hparams = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=bool(maximize))
+    check_adagrad_hparams(hparams)
+    roles = dict(param=params, grad=grads, sum=state_sums)
+    run_optimizer_op(ADAGRAD, roles, hparams, {"step": lambda n: _steps(step, n)}, backend)
+
+
+def rmsprop_step(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
+                 eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, backend=None):
+    """RMSprop on one tensor or a list (:mod:`pyopt.reference.rmsprop` has the rule).  ``grad_avgs`` is required
+    when centered, ``momentum_buffers`` when ``momentum > 0``; each is ignored otherwise."""
+    hparams = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                   centered=bool(centered), maximize=bool(maximize))
+    check_rmsprop_hparams(hparams)
+    require(not centered or grad_avgs is not None, "centered=True needs grad_avgs")
+    require(not momentum > 0 or momentum_buffers is not None, "momentum > 0 needs momentum_buffers")
+    used = rmsprop_state_roles(hparams)
+    roles = dict(param=params, grad=grads, square_avg=square_avgs,
+                 grad_avg=grad_avgs if "grad_avg" in used else None,
+                 momentum_buffer=momentum_buffers if "momentum_buffer" in used else None)
+    run_optimizer_op(RMSPROP, roles, hparams, {}, backend)
+
+
 # ---- norms: LayerNorm, RMSNorm, BatchNorm (rules: pyopt.reference.layer_norm / rms_norm / batch_norm) ----
 # Every argument is checked before any kernel runs (pyopt._norm_args); outputs are allocated unless given.
 
 from pyopt import _norm_args as _na  # noqa: E402
-from pyopt import _norm_kernels  # noqa: E402,F401  (registers the norm kernels)
+from pyopt import _norm_kernels as _nk  # noqa: E402  (also registers the norm kernels)
+from pyopt.reference.batch_norm import bytes_moved as _bn_bytes  # noqa: E402
+from pyopt.reference.layer_norm import bytes_moved as _ln_bytes  # noqa: E402
+from pyopt.reference.rms_norm import bytes_moved as _rms_bytes  # noqa: E402
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, mean=None, rstd=None,
@@ -80,10 +145,13 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     rstd = _na.check_output(rstd, "rstd", lead, sd)
     _na.check_no_alias([("out", y), ("mean", mean), ("rstd", rstd)],
                        [("x", x_in), ("weight", weight_in), ("bias", bias_in)])
-    _, kernel = backends.select("layer_norm", backend)
+    name, kernel = backends.select("layer_norm", backend)
     if mean.size:
-        kernel(_na.rows_view(x, shape), weight, bias, eps, _na.rows_view(y, shape), mean.reshape(-1),
-               rstd.reshape(-1))
+        x2 = _na.rows_view(x, shape)
+        _nk.run("layer_norm", name, kernel,
+                dict(x=x2, weight=weight, bias=bias, eps=eps, y=_na.rows_view(y, shape), mean=mean.reshape(-1),
+                     rstd=rstd.reshape(-1)),
+                lambda: _ln_bytes(*x2.shape, x.itemsize, weight=weight is not None, bias=bias is not None))
     return y, mean, rstd
 
 
@@ -112,9 +180,12 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_shape, *, out=None
     dweight = _na.check_output(dweight, "dweight", shape, x.dtype)
     dbias = _na.check_output(dbias, "dbias", shape, x.dtype)
     _na.check_no_alias([("out", dx), ("dweight", dweight), ("dbias", dbias)], originals)
-    _, kernel = backends.select("layer_norm_backward", backend)
-    kernel(_na.rows_view(dy, shape), _na.rows_view(x, shape), weight, mean.reshape(-1), rstd.reshape(-1),
-           _na.rows_view(dx, shape), dweight.reshape(-1), dbias.reshape(-1))
+    name, kernel = backends.select("layer_norm_backward", backend)
+    x2 = _na.rows_view(x, shape)
+    _nk.run("layer_norm_backward", name, kernel,
+            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, mean=mean.reshape(-1), rstd=rstd.reshape(-1),
+                 dx=_na.rows_view(dx, shape), dweight=dweight.reshape(-1), dbias=dbias.reshape(-1)),
+            lambda: _ln_bytes(*x2.shape, x.itemsize, which="backward", weight=weight is not None))
     return dx, dweight, dbias
 
 
@@ -134,9 +205,12 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, rstd=None,
     y = _na.check_output(out, "out", x.shape, x.dtype)
     rstd = _na.check_output(rstd, "rstd", lead, sd)
     _na.check_no_alias([("out", y), ("rstd", rstd)], [("x", x_in), ("weight", weight_in)])
-    _, kernel = backends.select("rms_norm", backend)
+    name, kernel = backends.select("rms_norm", backend)
     if rstd.size:
-        kernel(_na.rows_view(x, shape), weight, eps, _na.rows_view(y, shape), rstd.reshape(-1))
+        x2 = _na.rows_view(x, shape)
+        _nk.run("rms_norm", name, kernel,
+                dict(x=x2, weight=weight, eps=eps, y=_na.rows_view(y, shape), rstd=rstd.reshape(-1)),
+                lambda: _rms_bytes(*x2.shape, x.itemsize, weight=weight is not None))
     return y, rstd
 
 
@@ -160,9 +234,12 @@ def rms_norm_backward(dy, x, weight, rstd, normalized_shape, *, out=None, dweigh
     dx = _na.check_output(out, "out", x.shape, x.dtype)
     dweight = _na.check_output(dweight, "dweight", shape, x.dtype)
     _na.check_no_alias([("out", dx), ("dweight", dweight)], originals)
-    _, kernel = backends.select("rms_norm_backward", backend)
-    kernel(_na.rows_view(dy, shape), _na.rows_view(x, shape), weight, rstd.reshape(-1), _na.rows_view(dx, shape),
-           dweight.reshape(-1))
+    name, kernel = backends.select("rms_norm_backward", backend)
+    x2 = _na.rows_view(x, shape)
+    _nk.run("rms_norm_backward", name, kernel,
+            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, rstd=rstd.reshape(-1), dx=_na.rows_view(dx, shape),
+                 dweight=dweight.reshape(-1)),
+            lambda: _rms_bytes(*x2.shape, x.itemsize, which="backward", weight=weight is not None))
     return dx, dweight
 
 
@@ -207,7 +284,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     _na.check_no_alias([("out", y), ("save_mean", save_mean), ("save_rstd", save_rstd),
                         ("running_mean", running_mean), ("running_var", running_var),
                         ("num_batches_tracked", counter)], [("x", x), ("weight", weight), ("bias", bias)])
-    _, kernel = backends.select("batch_norm", backend)
+    name, kernel = backends.select("batch_norm", backend)
     if layout.count == 0:  # PyTorch #12013: an empty batch has no statistics and updates nothing
         if use_batch_stats:
             save_mean[...], save_rstd[...] = np.nan, np.nan
@@ -218,8 +295,12 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     if update:
         factor = momentum if momentum is not None else 1.0 / (int(counter.reshape(-1)[0]) + 1)
     rm, rv = (None, None) if use_batch_stats and not update else (running_mean, running_var)
-    kernel(xw.reshape(layout.dims()), w, b, rm, rv, use_batch_stats, factor, eps, yw.reshape(layout.dims()),
-           save_mean, save_rstd)
+    _nk.run("batch_norm", name, kernel,
+            dict(x=xw.reshape(layout.dims()), weight=w, bias=b, running_mean=rm, running_var=rv,
+                 use_batch_stats=use_batch_stats, momentum=factor, eps=eps, y=yw.reshape(layout.dims()),
+                 save_mean=save_mean, save_rstd=save_rstd),
+            lambda: _bn_bytes(x.size, C, x.itemsize, training=use_batch_stats, weight=w is not None,
+                                        bias=b is not None, running_stats=rm is not None or not use_batch_stats))
     if update and counter is not None:
         counter += 1
     return y, save_mean, save_rstd
@@ -248,7 +329,11 @@ def batch_norm_backward(dy, x, weight, save_mean, save_rstd, *, training=True, a
     dweight = _na.check_output(dweight, "dweight", (C,), x.dtype)
     dbias = _na.check_output(dbias, "dbias", (C,), x.dtype)
     _na.check_no_alias([("out", dx), ("dweight", dweight), ("dbias", dbias)], originals)
-    _, kernel = backends.select("batch_norm_backward", backend)
-    kernel(dyw.reshape(layout.dims()), xw.reshape(layout.dims()), weight, save_mean, save_rstd, bool(training),
-           dxw.reshape(layout.dims()), dweight, dbias)
+    name, kernel = backends.select("batch_norm_backward", backend)
+    _nk.run("batch_norm_backward", name, kernel,
+            dict(dy=dyw.reshape(layout.dims()), x=xw.reshape(layout.dims()), weight=weight, save_mean=save_mean,
+                 save_rstd=save_rstd, use_batch_stats=bool(training), dx=dxw.reshape(layout.dims()),
+                 dweight=dweight, dbias=dbias),
+            lambda: _bn_bytes(x.size, C, x.itemsize, which="backward", training=bool(training),
+                                        weight=weight is not None))
     return dx, dweight, dbias

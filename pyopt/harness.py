@@ -85,6 +85,45 @@ def probe_triad(numel, repeats=7):
     return interleaved({"triad": lambda r: _c.lib.pyopt_probe_triad_f32(pa, pb, pc, 0.5, numel)}, repeats)["triad"]
 
 
+# ---- cases ----
+def gpt2_small_shapes():
+    """GPT-2 small's 148 parameter tensors (124.4M elements): embeddings, 12 blocks of 12, final LayerNorm."""
+    d, vocab, ctx = 768, 50257, 1024
+    block = [[d], [d], [d, 3 * d], [3 * d], [d, d], [d], [d], [d], [d, 4 * d], [4 * d], [4 * d, d], [d]]
+    return [[vocab, d], [ctx, d]] + block * 12 + [[d], [d]]
+
+
+def resnet50_shapes():
+    """ResNet-50's 161 parameter tensors (25.6M elements): 53 convolutions, 53 BatchNorms (weight, bias), fc."""
+    shapes = [[64, 3, 7, 7], [64], [64]]
+    in_ch = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            for out, cin, k in ((width, in_ch, 1), (width, width, 3), (4 * width, width, 1)):
+                shapes += [[out, cin, k, k], [out], [out]]
+            if b == 0:
+                shapes += [[4 * width, in_ch, 1, 1], [4 * width], [4 * width]]
+            in_ch = 4 * width
+    return shapes + [[1000, 2048], [1000]]
+
+
+MODELS = {"gpt2": gpt2_small_shapes, "resnet50": resnet50_shapes, "tiny200": lambda: [[1024]] * 200}
+
+
+def case_of(text):
+    """A Case from '2^24', '65536', '200x1024' or a model name (gpt2, resnet50, tiny200)."""
+    text = text.strip()
+    if text in MODELS:
+        return Case(text, [int(np.prod(s)) for s in MODELS[text]()])
+    if "x" in text:
+        count, size = text.split("x")
+        return Case(text, [case_of(size).numel] * int(count))
+    if "^" in text:
+        base, exp = text.split("^")
+        return Case(text, [int(base) ** int(exp)])
+    return Case(text, [int(text)])
+
+
 # ---- optimizer contenders ----
 OPTIMIZERS = {
     "sgd": ("SGD", dict(lr=1e-3, momentum=0.9)),
@@ -93,7 +132,7 @@ OPTIMIZERS = {
     "adam": ("Adam", dict(lr=1e-3)),
     "adamw": ("AdamW", dict(lr=1e-3, weight_decay=1e-2)),
 }
-TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}  # torch 2.13 has CPU fused kernels for these, not RMSprop
+NUMPY_MAX_ELEMENTS = 2**24  # the textbook NumPy peer takes seconds per step past this; it is left out there
 
 
 def available_optimizers():
@@ -107,7 +146,7 @@ def optimizer_bytes(op, case):
     return sum(spec.bytes_moved(n, itemsize, **kwargs) for n in case.sizes)
 
 
-def _make_sets(case, n_sets, seed=0):
+def make_sets(case, n_sets, seed=0):
     rng = np.random.default_rng(seed)
     return [([rng.standard_normal(n).astype(case.dtype) for n in case.sizes],
              [(1e-2 * rng.standard_normal(n)).astype(case.dtype) for n in case.sizes]) for _ in range(n_sets)]
@@ -120,38 +159,119 @@ def pyopt_contender(op, backend, sets):
     return lambda r: opts[r % len(opts)][0].step(opts[r % len(opts)][1])
 
 
-def torch_contenders(op, sets):
-    """{label: fn} for torch.optim's implementations of ``op`` on the same data (as torch tensors)."""
-    import torch
+def optimizer_contenders(op, case, backends, peers, *, cache_resident):
+    """({label: fn(r)}, [notes on peers left out]) for one op on one case; every contender gets its own copy of
+    the same data, so in-place updates do not interact."""
+    from pyopt import peers as peer_impls
 
-    cls_name, kwargs = OPTIMIZERS[op]
-    variants = {"torch": dict(foreach=False), "torch-foreach": dict(foreach=True)}
-    if op in TORCH_FUSED:
-        variants["torch-fused"] = dict(fused=True)
-    out = {}
-    for label, extra in variants.items():
-        opts = []
-        for params, grads in sets:
-            tparams = [torch.from_numpy(p.copy()) for p in params]
-            for tp, g in zip(tparams, grads):
-                tp.grad = torch.from_numpy(g)
-            opts.append(getattr(torch.optim, cls_name)(tparams, **kwargs, **extra))
-        out[label] = (lambda opts: (lambda r: opts[r % len(opts)].step()))(opts)
-    return out
+    n_sets = buffer_sets(optimizer_bytes(op, case), cache_resident=cache_resident)
+    kwargs = OPTIMIZERS[op][1]
+    contenders, notes = {}, []
+    for b in backends:
+        contenders[f"pyopt-{b}"] = pyopt_contender(op, b, make_sets(case, n_sets))
+    if "numpy" in peers:
+        if case.numel <= NUMPY_MAX_ELEMENTS:
+            contenders["numpy"] = pyopt_contender(op, "numpy", make_sets(case, n_sets))
+            contenders.update(peer_impls.numpy_inplace_contenders(op, kwargs, make_sets(case, n_sets)))
+        else:
+            notes.append(f"numpy left out of {case.name} (over {NUMPY_MAX_ELEMENTS} elements: seconds per step)")
+    for peer, factory in (("torch", peer_impls.torch_contenders), ("deepspeed", peer_impls.deepspeed_contenders)):
+        if peer in peers:
+            try:
+                contenders.update(factory(op, kwargs, make_sets(case, n_sets)))
+            except ImportError as exc:
+                notes.append(f"{peer} not measured: {exc}")
+    return contenders, notes
 
 
 def run_optimizer_case(op, case, backends, *, peers=("numpy", "torch"), repeats=7, cache_resident):
-    """{contender: Timing} for one op on one case, all contenders interleaved."""
-    n_sets = buffer_sets(optimizer_bytes(op, case), cache_resident=cache_resident)
-    sets = _make_sets(case, n_sets)
-    contenders = {}
-    for b in backends:
-        contenders[f"pyopt-{b}"] = pyopt_contender(op, b, sets)
-    if "numpy" in peers and "numpy" not in backends:
-        contenders["numpy"] = pyopt_contender(op, "numpy", sets)
-    if "torch" in peers:
+    """({contender: Timing}, notes) for one op on one case, all contenders interleaved."""
+    contenders, notes = optimizer_contenders(op, case, backends, peers, cache_resident=cache_resident)
+    return interleaved(contenders, repeats), notes
+
+
+# ---- records, history and regressions ----
+def machine_info():
+    import os
+    import platform
+    import subprocess
+
+    from pyopt import __version__
+    from pyopt.runtime import get_num_threads
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {"pyopt": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in ("torch", "numba", "deepspeed"):
         try:
-            contenders.update(torch_contenders(op, sets))
+            versions[name] = __import__(name).__version__
         except ImportError:
             pass
-    return interleaved(contenders, repeats)
+    return dict(cpu=cpu, machine=platform.machine(), cores=os.cpu_count(), threads=get_num_threads(),
+                isas=_c.isas() if _c.available() else [], versions=versions, git_commit=commit)
+
+
+def _read_lines(path):
+    try:
+        with open(path) as fh:
+            return fh.readlines()
+    except OSError:
+        return []
+
+
+def regressions(previous, current, min_change=0.05):
+    """Rows of ``current`` slower than in ``previous`` beyond both runs' own noise.
+
+    Rows are matched on (op, case, contender).  The figure compared is the share of the bandwidth probe measured
+    in the same run (this machine's bandwidth drifts by 2x within an hour, so absolute times would flag drift),
+    and a change counts only when it exceeds ``min_change`` and the p20-p80 spread of both runs.
+    Returns [(row, previous row, relative slowdown)].
+    """
+    def key(r):
+        return (r["op"], r["case"], r["contender"])
+
+    def spread(r):
+        return (r["p80_s"] - r["p20_s"]) / r["median_s"] if r["median_s"] > 0 else 0.0
+
+    before = {key(r): r for r in previous["rows"]}
+    found = []
+    for row in current["rows"]:
+        old = before.get(key(row))
+        if old is None or not old.get("pct_probe") or not row.get("pct_probe"):
+            continue
+        slowdown = old["pct_probe"] / row["pct_probe"] - 1
+        if slowdown > max(min_change, spread(row) + spread(old)):
+            found.append((row, old, slowdown))
+    return found
+
+
+def plot(record, path):
+    """GB/s against elements per contender, one panel per op, with the probe as the roofline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ops = sorted({r["op"] for r in record["rows"]})
+    fig, axes = plt.subplots(1, len(ops), figsize=(4.5 * len(ops), 4), squeeze=False)
+    for ax, op in zip(axes[0], ops):
+        rows = [r for r in record["rows"] if r["op"] == op]
+        for contender in sorted({r["contender"] for r in rows}):
+            pts = sorted((r["numel"], r["gb_s"]) for r in rows if r["contender"] == contender)
+            ax.plot(*zip(*pts), marker="o", label=contender, lw=2.5 if contender.startswith("pyopt") else 1)
+        roof = sorted({(r["numel"], r["probe_gb_s"]) for r in rows})
+        ax.plot(*zip(*roof), "k--", label="probe (read-4/write-3)")
+        ax.set_xscale("log")
+        ax.set_title(op)
+        ax.set_xlabel("elements per step")
+        ax.set_ylabel("GB/s (declared minimum bytes)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -29,3 +29,17 @@ def pytest_configure(config):
             f"{pyopt._c.IMPORT_ERROR}: pyopt was imported from {pyopt.__file__}. Run the tests with `pytest` over an "
             "installed pyopt (pip install '.[test]') or an editable one (pip install -e '.[test]'); "
             "`python -m pytest` from the repository root imports the unbuilt source tree.")
+
+
+@pytest.fixture(params=[("numpy", None), ("c", "baseline"), ("c", "avx2")], ids=["numpy", "c-baseline", "c-avx2"])
+def backend(request):
+    """Each backend, and each ISA variant of the C kernels (forced, then restored); the family test files use
+    it (test_optimizers.py has its own copy over _families.BACKENDS)."""
+    from pyopt import _c
+
+    name, isa = request.param
+    if isa is not None and isa not in _c.isas():
+        pytest.skip(reason=f"this CPU cannot run the {isa} variant")
+    previous = _c.set_isa(isa or "auto")
+    yield name
+    _c.set_isa(previous)

@@ -115,7 +115,7 @@ def test_bad_grads_raise_and_leave_every_array_unchanged(family, rng):
 def test_state_dict_with_wrong_layout_is_refused_and_not_mutated(family, rng):
     cls = FAMILIES[family].cls
     params = [rng.standard_normal(4).astype(np.float32), rng.standard_normal(3).astype(np.float32)]
-    opt = cls(params)
+    opt = cls(params, **FAMILIES[family].configs[0])  # a config with state (plain SGD has none to mismatch)
     opt.step([np.ones(4, np.float32), np.ones(3, np.float32)])
     sd = opt.state_dict()
     other = cls([np.ones(4, np.float32)])

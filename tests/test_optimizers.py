@@ -291,3 +291,43 @@ def test_backend_env_variable_and_explicit_backend(monkeypatch):
     assert pyopt.backends.select("adam")[0] == "c"
     assert pyopt.backends.available()["c"] is None
     assert os.environ.get("PYOPT_BACKEND") is None
+
+
+@pytest.mark.parametrize("total", [0, 1, 17, 2**31 - 1, 2**31 + 5, 3 * 2**32 + 12345, 2**62 + 3])
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 7, 64])
+def test_thread_slices_cover_huge_index_spaces_exactly_once(total, n_threads):
+    """Past 2^31 elements the split uses 64-bit arithmetic (DeepSpeed #7640, apex #1654 failed silently there).
+    Allocating such tensors takes more memory than CI has; the split is the only place an index is computed
+    from sizes, and each kernel loops over int64_t indices within its slice."""
+    lo, hi = _c.ffi.new("int64_t *"), _c.ffi.new("int64_t *")
+    expected_start = 0
+    for tid in range(n_threads):
+        _c.lib.pyopt_thread_slice(total, n_threads, tid, lo, hi)
+        assert lo[0] == expected_start and lo[0] <= hi[0] <= total
+        assert lo[0] % 16 == 0 or lo[0] == total
+        expected_start = hi[0]
+    assert expected_start == total
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_non_finite_grads_propagate_bitwise_like_the_reference(family, maximize, fast_backend, rng):
+    """NaN and inf in a grad are not zeroed or skipped (RELIABILITY 17): they flow through the rule exactly as in
+    the reference, NaN signs included (maximize negates the grad as IEEE negation does)."""
+    fam = FAMILIES[family]
+    kwargs = dict(fam.configs[-1], maximize=maximize)
+    params = make_params(rng, np.float32, [37, 1029])
+    fast = fam.cls([p.copy() for p in params], backend=fast_backend, **kwargs)
+    ref = fam.cls([p.copy() for p in params], backend="numpy", **kwargs)
+    for _ in range(2):
+        grads = make_grads(rng, params)
+        for g in grads:
+            g[::7] = np.nan
+            g[3::11] = np.inf
+            g[5::13] = -np.inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            fast.step(grads)
+            ref.step(grads)
+    for k, (a, b) in enumerate(zip(params_of(fast), params_of(ref))):
+        assert np.isnan(a).any()
+        assert_bitwise(a, b, f"params[{k}]")

@@ -60,10 +60,10 @@ class Adam(Optimizer):
     spec = ADAM
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False, backend=None):
+                 maximize=False, decoupled_weight_decay=False, backend=None, verify=False):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, verify=verify)
 
     def check_hparams(self, group):
         check_adam_hparams(group)
@@ -82,6 +82,6 @@ class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay (``torch.optim.AdamW``; default ``weight_decay=1e-2``)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, backend=None):
+                 maximize=False, backend=None, verify=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, decoupled_weight_decay=True, backend=backend)
+                         maximize=maximize, decoupled_weight_decay=True, backend=backend, verify=verify)

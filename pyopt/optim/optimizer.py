@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyopt import backends
+from pyopt.track import _active as _tracking  # the list of active trackers: empty = off
 from pyopt.arrays import TensorList, check_float_array, check_like, overlapping_pair
+from pyopt.check import verify_enabled
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class Optimizer:
 
     spec: OpSpec
 
-    def __init__(self, params, defaults, *, backend=None):
+    def __init__(self, params, defaults, *, backend=None, verify=False):
         if isinstance(params, np.ndarray) or isinstance(params, dict) or not hasattr(params, "__iter__"):
             raise TypeError("params must be a list of arrays or of param-group dicts, got "
                             f"{type(params).__name__}")
@@ -140,6 +142,7 @@ class Optimizer:
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = dict(defaults)
         self.backend = backend
+        self.verify = verify_enabled(verify)  # shadow every kernel call with the reference (or PYOPT_VERIFY=1)
         if backend is not None:
             backends.select(self.spec.op, backend)  # raises now if it cannot run
         self.param_groups = []
@@ -192,8 +195,8 @@ class Optimizer:
         """The state buffers a group with these hyper-parameters uses (subclasses may narrow spec.state_roles)."""
         return self.spec.state_roles
 
-    def init_state(self, role, param, hparams):
-        """A new state buffer for ``param``."""
+    def init_state(self, role, param, group):
+        """A new state buffer for ``param`` of ``group`` (the param-group dict)."""
         return np.zeros_like(param)
 
     def per_tensor(self, indices, hparams):
@@ -224,11 +227,15 @@ class Optimizer:
         # every check has passed: from here on arrays are written
         for plan, hparams in work:
             self._commit_state(plan)
-            for indices, tensors, _, kernel in plan.parts:
+            for indices, tensors, backend, kernel in plan.parts:
                 if self.spec.has_step:
                     self._steps[indices] += 1
-                kernel(tensors, hparams, self.per_tensor(indices, hparams))
-                self.after_step(indices)
+                per_tensor = self.per_tensor(indices, hparams)
+                if self.verify or _tracking:
+                    backends.instrumented_call(self.spec, backend, kernel, tensors, hparams, per_tensor, self.verify)
+                else:
+                    kernel(tensors, hparams, per_tensor)
+                self.after_step(indices, hparams)
 
     def _hparams(self, gi, group):
         """(hparams, state roles) of a group, re-validated only when its hyper-parameters changed (a schedule
@@ -244,7 +251,7 @@ class Optimizer:
         self._hparams_cache[gi] = (key, hparams, roles)
         return hparams, roles
 
-    def after_step(self, indices):
+    def after_step(self, indices, hparams):
         """Hook run after the kernel of the params at ``indices`` (SGD marks its momentum buffers as filled)."""
 
     def _plan(self, gi, group, offset, gslice, roles, hparams):
@@ -257,7 +264,7 @@ class Optimizer:
             for k in active:
                 buf = self.state.get(offset + k, {}).get(role)
                 if buf is None:
-                    buf = self.init_state(role, group["params"][k], hparams)
+                    buf = self.init_state(role, group["params"][k], group)
                     pending[(offset + k, role)] = buf
                 column.append(buf)
             state_lists[role] = column

@@ -1,0 +1,80 @@
+"""`pyopt bench` on tiny sizes: the JSON it writes, the history and --compare logic, the plot, the model cases."""
+import json
+
+import numpy as np
+import pytest
+
+from pyopt import cli, harness
+
+FIELDS = {"op", "case", "tensors", "numel", "contender", "median_s", "p20_s", "p80_s", "bytes", "gb_s", "pct_probe",
+          "probe_gb_s", "us_per_tensor", "pyopt_speedup"}
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    status = cli.main(["bench", "--ops", "adam,sgd", "--sizes", "2^10,3x100", "--against", "numpy",
+                       "--repeats", "2", "--json", str(path)])
+    assert status == 0
+    return json.loads(path.read_text())
+
+
+def test_bench_json_has_the_machine_versions_commit_and_one_row_per_contender(record):
+    assert {"time", "cpu", "threads", "isas", "versions", "git_commit", "triad_gb_s", "rows"} <= record.keys()
+    assert record["versions"]["numpy"] == np.__version__
+    contenders = {(r["op"], r["case"], r["contender"]) for r in record["rows"]}
+    for op in ("adam", "sgd"):
+        for case in ("2^10", "3x100"):
+            assert {(op, case, "pyopt-c"), (op, case, "numpy"), (op, case, "numpy-inplace")} <= contenders
+    for row in record["rows"]:
+        assert FIELDS <= row.keys()
+        assert 0 < row["p20_s"] <= row["median_s"] <= row["p80_s"]
+        assert row["gb_s"] == pytest.approx(row["bytes"] / row["median_s"] / 1e9)
+    adam_row = next(r for r in record["rows"] if r["op"] == "adam" and r["case"] == "3x100")
+    assert adam_row["bytes"] == 28 * 300 and adam_row["tensors"] == 3
+
+
+def _record(pct, spread=0.02):
+    rows = [dict(op="adam", case="2^24", contender="pyopt-c", median_s=1.0, p20_s=1.0 - spread / 2,
+                 p80_s=1.0 + spread / 2, pct_probe=pct)]
+    return dict(time="t", rows=rows)
+
+
+def test_compare_flags_a_regression_beyond_noise_and_not_noise():
+    assert harness.regressions(_record(90.0), _record(70.0))                  # 29% slower, 2+2% spread
+    assert not harness.regressions(_record(90.0), _record(87.0))              # 3.4%: under the 5% floor
+    assert not harness.regressions(_record(90.0, 0.2), _record(75.0, 0.2))    # 20% slower but 40% spread
+    assert not harness.regressions(_record(70.0), _record(90.0))              # faster is not a regression
+
+
+def test_history_and_compare_exit_1_on_a_regression(tmp_path, capsys):
+    history = tmp_path / "history.jsonl"
+    base = dict(_record(1e6), **{"time": "an earlier run"})  # an impossible 1e6% of the probe: this run is slower
+    base["rows"][0].update(op="sgd", case="2^10")
+    history.write_text(json.dumps(base) + "\n")
+    status = cli.main(["bench", "--ops", "sgd", "--sizes", "2^10", "--against", "", "--repeats", "2",
+                       "--history", str(history), "--compare"])
+    assert status == 1
+    assert "regression" in capsys.readouterr().out
+    assert len(history.read_text().splitlines()) == 2
+
+
+def test_plot_writes_a_png(record, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    path = tmp_path / "bench.png"
+    harness.plot(record, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_model_cases_have_the_published_tensor_and_parameter_counts():
+    gpt2, resnet = harness.case_of("gpt2"), harness.case_of("resnet50")
+    assert len(gpt2.sizes) == 148 and gpt2.numel == 124_439_808
+    assert len(resnet.sizes) == 161 and resnet.numel == 25_557_032
+    assert harness.case_of("200x1024").sizes == [1024] * 200
+    assert harness.case_of("2^20").sizes == [2**20]
+
+
+def test_bad_arguments_are_refused(capsys):
+    assert cli.main(["bench", "--ops", "nonesuch"]) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--compare"])
