@@ -2,8 +2,9 @@
 from setuptools import setup
 
 setup(
-    packages=["pyopt", "pyopt.reference", "pyopt.optim"],
-    package_dir={"pyopt": "pyopt"},
+    # kernels/ (the Numba kernels) installs as pyopt.kernels
+    packages=["pyopt", "pyopt.reference", "pyopt.optim", "pyopt.demo", "pyopt.kernels"],
+    package_dir={"pyopt": "pyopt", "pyopt.kernels": "kernels"},
     cffi_modules=["csrc/build.py:ffibuilder"],
     zip_safe=False,
 )

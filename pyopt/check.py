@@ -85,7 +85,9 @@ def verify_enabled(flag):
 
 
 def _upcast(arrays):
-    return [None if a is None else np.array(a, dtype=np.float64) for a in arrays]
+    from pyopt.arrays import to_host
+
+    return [None if a is None else np.array(to_host(a), dtype=np.float64) for a in arrays]
 
 
 def reference_inputs(tensors):
@@ -98,6 +100,7 @@ def reference_inputs(tensors):
 def compare_with_reference(spec, backend, tensors, copies, hparams, per_tensor):
     """Runs the reference on ``copies`` and raises VerifyError naming the op, backend, tensor, worst index and
     both values when an output of the fast call (``tensors``) differs beyond the tolerance table."""
+    from pyopt.arrays import to_host
     from pyopt.optim.optimizer import reference_kernel
 
     with np.errstate(all="ignore"):
@@ -109,7 +112,7 @@ def compare_with_reference(spec, backend, tensors, copies, hparams, per_tensor):
         for t, (fast, ref) in enumerate(zip(arrays, copies.roles[role])):
             if fast is None:
                 continue
-            c = Comparison.of(fast, ref, rtol, atol)
+            c = Comparison.of(to_host(fast), ref, rtol, atol)
             if not c.ok:
                 raise VerifyError(
                     f"{spec.op} on backend {backend!r} ({tensors.dtype}): {role} of tensor {t} differs from the "

@@ -25,6 +25,13 @@ def _cases(args):
     return cases
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def bench(args):
     from rich.progress import Progress
     from rich.table import Table
@@ -194,6 +201,26 @@ def info(args):
     return 0
 
 
+def demo(args):
+    """Runs the chosen demos; a missing matplotlib or pyopt feature is one clear line and exit status 2."""
+    from pyopt import demo as demos
+
+    names = list(demos.DEMOS) if args.name == "all" else [args.name]
+    for name in names:
+        started = time.time()
+        try:
+            result = demos.run(name, args.out, seed=args.seed, steps=args.steps, tiny=args.tiny,
+                               progress=not args.quiet, dataset=args.dataset)
+        except demos.DemoError as error:
+            print(f"pyopt demo: {error}", file=sys.stderr)
+            return 2
+        where = f" ({result['dataset']})" if "dataset" in result else ""
+        print(f"{name}{where}: {time.time() - started:.1f} s")
+        for path in result["files"]:
+            print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pyopt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +244,18 @@ def main(argv=None):
     c.set_defaults(func=check)
     i = sub.add_parser("info", help="versions, CPU features, threads, backends")
     i.set_defaults(func=info)
+    d = sub.add_parser("demo", help="plot the lecture's claims with pyopt's kernels (needs matplotlib)",
+                       description="Each demo writes PNGs under --out and prints their paths; see pyopt.demo.")
+    d.add_argument("name", choices=["optimizers", "schedules", "trajectories", "init", "linesearch", "all"])
+    d.add_argument("--out", default="pyopt-demo", help="output folder (default: ./pyopt-demo)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the data split, the weights and the batches")
+    d.add_argument("--steps", type=_positive_int, help="training steps per run (linesearch: the budget in "
+                   "passes over the data; trajectories: steps on the valley, x10 on Rosenbrock)")
+    d.add_argument("--tiny", action="store_true", help="tiny sizes: a few seconds each (tests)")
+    d.add_argument("--dataset", choices=["auto", "digits", "spirals"], default="auto",
+                   help="digits needs scikit-learn; auto falls back to synthetic spirals without it")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=demo)
     args = parser.parse_args(argv)
     if getattr(args, "repeats", 7) < 1:
         parser.error("--repeats must be at least 1")

@@ -33,15 +33,16 @@ def _flags(flag, n, name):
 
 
 def run_optimizer_op(spec, roles, hparams, per_tensor, backend):
-    """Checks every array, then one kernel call per dtype."""
+    """Checks every array, then one kernel call per device and dtype."""
     roles = {role: as_array_list(arrays, role + "s") for role, arrays in roles.items() if arrays is not None}
     labels = {role: role + "s" for role in roles}
     parts = prepare_tensor_lists(roles, labels)
     n = len(roles["param"])
     per_tensor = {k: (v(n) if callable(v) else v) for k, v in per_tensor.items()}
-    name, kernel = backends.select(spec.op, backend)
+    # every backend is chosen (and may raise) before the first kernel writes
+    chosen = [backends.select(spec.op, backend, on_device=tensors.on_device) for _, tensors in parts]
     verify = verify_enabled(False)
-    for local, tensors in parts:
+    for (local, tensors), (name, kernel) in zip(parts, chosen):
         part = {k: v[local] for k, v in per_tensor.items()}
         if verify or _tracking:
             backends.instrumented_call(spec, name, kernel, tensors, hparams, part, verify)

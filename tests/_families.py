@@ -61,4 +61,5 @@ FAMILIES = {
         torch_name="RMSprop"),
 }
 
-BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2")]
+# (backend, C ISA variant); every family registers a kernel for each (kernels/ has the numba ones of all four)
+BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2"), ("numba", None)]

@@ -312,8 +312,9 @@ def test_thread_slices_cover_huge_index_spaces_exactly_once(total, n_threads):
 @pytest.mark.parametrize("maximize", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_non_finite_grads_propagate_bitwise_like_the_reference(family, maximize, fast_backend, rng):
-    """NaN and inf in a grad are not zeroed or skipped (RELIABILITY 17): they flow through the rule exactly as in
-    the reference, NaN signs included (maximize negates the grad as IEEE negation does)."""
+    """NaN and inf in a grad are not zeroed or skipped (RELIABILITY 17): they flow through the rule as in the
+    reference: NaN exactly where the reference has NaN, every other value (infinities included) bitwise.  A NaN's
+    sign bit is not compared: compilers may commute an addition, and x86 propagates the first operand's NaN."""
     fam = FAMILIES[family]
     kwargs = dict(fam.configs[-1], maximize=maximize)
     params = make_params(rng, np.float32, [37, 1029])
@@ -329,5 +330,6 @@ def test_non_finite_grads_propagate_bitwise_like_the_reference(family, maximize,
             fast.step(grads)
             ref.step(grads)
     for k, (a, b) in enumerate(zip(params_of(fast), params_of(ref))):
-        assert np.isnan(a).any()
-        assert_bitwise(a, b, f"params[{k}]")
+        nan = np.isnan(b)
+        assert nan.any() and np.array_equal(np.isnan(a), nan), f"params[{k}]: NaN positions differ"
+        assert_bitwise(a[~nan], b[~nan], f"params[{k}] (non-NaN)")

@@ -2,6 +2,7 @@
 import numpy as np
 
 from pyopt import _c, backends
+from pyopt.arrays import full_like
 from pyopt import reference
 from pyopt.optim.optimizer import OpSpec, Optimizer, check_hparam, per_step_scalars, reference_kernel
 from pyopt.reference.adagrad import bytes_moved, clr
@@ -69,4 +70,4 @@ class Adagrad(Optimizer):
                     maximize=bool(group["maximize"]))
 
     def init_state(self, role, param, group):
-        return np.full_like(param, group["initial_accumulator_value"])
+        return full_like(param, group["initial_accumulator_value"])  # on the param's device

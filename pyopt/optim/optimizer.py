@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyopt import backends
+from pyopt import arrays as _arrays
 from pyopt.track import _active as _tracking  # the list of active trackers: empty = off
 from pyopt.arrays import TensorList, check_float_array, check_like, overlapping_pair
 from pyopt.check import verify_enabled
@@ -64,7 +65,7 @@ def per_step_scalars(fn, steps, out):
 
 def as_array_list(arrays, name):
     """A list of arrays from one array or a sequence of them (None entries kept)."""
-    if isinstance(arrays, np.ndarray):
+    if isinstance(arrays, np.ndarray) or _arrays.is_device_array(arrays):
         return [arrays]
     if not isinstance(arrays, (list, tuple)):
         raise TypeError(f"{name} must be an array or a list of arrays, got {type(arrays).__name__}")
@@ -72,7 +73,7 @@ def as_array_list(arrays, name):
 
 
 def prepare_tensor_lists(roles, labels):
-    """Checks one call's arrays and splits them by dtype into TensorLists.
+    """Checks one call's arrays and splits them by device and dtype into TensorLists.
 
     ``roles`` maps a role (``param``, ``grad``, state names) to aligned lists (None allowed for absent state);
     ``labels`` maps a role to the name used in errors (``grads``, ``params``...).  Nothing is written.
@@ -95,12 +96,13 @@ def prepare_tensor_lists(roles, labels):
         (r0, k0, _), (r1, k1, _) = flat[pair[0]], flat[pair[1]]
         raise ValueError(f"{labels[r0]}[{k0}] and {labels[r1]}[{k1}] overlap in memory; a fused in-place update "
                          "needs separate arrays")
-    by_dtype = {}
+    by_kind = {}
     for k, p in enumerate(params):
-        by_dtype.setdefault(p.dtype, []).append(k)
+        key = p.dtype if isinstance(p, np.ndarray) else (_arrays.device_name(p), _arrays.dtype_of(p))
+        by_kind.setdefault(key, []).append(k)
     return [(np.array(ks, dtype=np.int64),
              TensorList({role: [arrays[k] for k in ks] for role, arrays in roles.items()}))
-            for ks in by_dtype.values()]
+            for ks in by_kind.values()]
 
 
 def _as_slice(indices):
@@ -134,7 +136,8 @@ class Optimizer:
     spec: OpSpec
 
     def __init__(self, params, defaults, *, backend=None, verify=False):
-        if isinstance(params, np.ndarray) or isinstance(params, dict) or not hasattr(params, "__iter__"):
+        if (isinstance(params, (np.ndarray, dict)) or not hasattr(params, "__iter__")
+                or _arrays.is_device_array(params)):
             raise TypeError("params must be a list of arrays or of param-group dicts, got "
                             f"{type(params).__name__}")
         params = list(params)
@@ -144,7 +147,7 @@ class Optimizer:
         self.backend = backend
         self.verify = verify_enabled(verify)  # shadow every kernel call with the reference (or PYOPT_VERIFY=1)
         if backend is not None:
-            backends.select(self.spec.op, backend)  # raises now if it cannot run
+            backends.select(self.spec.op, backend, on_device=None)  # raises now if it cannot run
         self.param_groups = []
         for group in groups:
             self.add_param_group(group)
@@ -159,7 +162,7 @@ class Optimizer:
             raise TypeError(f"a param group must be a dict, got {type(group).__name__}")
         group = dict(group)
         plist = group.get("params")
-        if isinstance(plist, np.ndarray):
+        if isinstance(plist, np.ndarray) or _arrays.is_device_array(plist):
             plist = [plist]
         if not isinstance(plist, (list, tuple)):
             raise TypeError("a param group's 'params' must be a list of arrays")
@@ -196,8 +199,8 @@ class Optimizer:
         return self.spec.state_roles
 
     def init_state(self, role, param, group):
-        """A new state buffer for ``param`` of ``group`` (the param-group dict)."""
-        return np.zeros_like(param)
+        """A new state buffer for ``param`` of ``group`` (the param-group dict), on the param's device."""
+        return np.zeros_like(param) if isinstance(param, np.ndarray) else _arrays.zeros_like(param)
 
     def per_tensor(self, indices, hparams):
         """Per-tensor kernel arguments for the params at ``indices`` (after their step counters moved)."""
@@ -209,7 +212,7 @@ class Optimizer:
     # ---- the step ----
     def step(self, grads):
         """One update of every param whose grad is not None; one kernel call per group and dtype."""
-        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+        if not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list aligned with all params (None skips a param), got "
                             f"{type(grads).__name__}")
         require(len(grads) == len(self._steps),
@@ -278,7 +281,7 @@ class Optimizer:
         active_global = np.array([offset + k for k in active], dtype=np.int64)
         plan_parts = []
         for local, tensors in parts:
-            name, kernel = backends.select(self.spec.op, self.backend)
+            name, kernel = backends.select(self.spec.op, self.backend, on_device=tensors.on_device)
             plan_parts.append((_as_slice(active_global[local]), tensors, name, kernel))
         plan = _GroupPlan(list(gslice), roles, plan_parts)
         plan.pending = pending
@@ -342,10 +345,12 @@ class Optimizer:
                     new_steps[index] = int(step)
                     continue
                 require(role in self.spec.state_roles, f"state[{saved_index}] has unknown buffer {role!r}")
-                value = np.asarray(value)
-                require(value.shape == param.shape,
-                        f"state[{saved_index}][{role!r}] has shape {value.shape} but the param has {param.shape}")
-                buffers[role] = np.array(value, dtype=param.dtype, order="C", copy=True)
+                shape = _arrays.shape_of(value) if _arrays.is_device_array(value) else np.shape(value)
+                param_shape = _arrays.shape_of(param)
+                require(tuple(shape) == tuple(param_shape),
+                        f"state[{saved_index}][{role!r}] has shape {tuple(shape)} but the param has "
+                        f"{tuple(param_shape)}")
+                buffers[role] = _arrays.copy_like(value, param)
             new_state[index] = buffers
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
