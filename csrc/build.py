@@ -14,6 +14,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ["runtime.c", "bandwidth.c", "adam.c", "sgd.c", "adagrad.c", "rmsprop.c"]
+SOURCES += ["layer_norm.c", "rms_norm.c", "batch_norm.c"]
 
 
 def _cdef(header_text):

@@ -91,4 +91,58 @@ int pyopt_rmsprop_step_f64(int64_t n_tensors, void **param, void **grad, void **
 void pyopt_probe_triad_f32(float *a, const float *b, const float *c, float s, int64_t n);
 void pyopt_probe_rw43_f32(float *p, const float *g, float *m, float *v, float s, int64_t n);
 
+/* ---- norms: shared conventions (layer_norm.c, rms_norm.c, batch_norm.c) ----
+ * Single arrays, C-contiguous, of the dtype named by the suffix; weight/bias NULL means absent (1 and 0).
+ * Outputs must not overlap inputs (the Python layer checks).  Forward statistics accumulate in float64 for every
+ * dtype; float32 backward sums run in float32 chunks (<= 128 elements, <= 16 rows) added into float64.
+ * Results are bitwise the same for any thread count.  PYOPT_ERR_NO_MEMORY: a workspace malloc failed (nothing
+ * was written then). */
+enum { PYOPT_ERR_NO_MEMORY = -2 };
+
+/* ---- LayerNorm (layer_norm.c) ----
+ * x, y, dy, dx: [rows][cols]; weight, bias, dweight, dbias: [cols]; mean, rstd: [rows]. */
+int pyopt_layer_norm_forward_f32(int64_t rows, int64_t cols, const float *x, const float *weight,
+                                 const float *bias, double eps, float *y, float *mean, float *rstd, int isa);
+int pyopt_layer_norm_forward_f64(int64_t rows, int64_t cols, const double *x, const double *weight,
+                                 const double *bias, double eps, double *y, double *mean, double *rstd, int isa);
+int pyopt_layer_norm_backward_f32(int64_t rows, int64_t cols, const float *dy, const float *x,
+                                  const float *weight, const float *mean, const float *rstd, float *dx,
+                                  float *dweight, float *dbias, int isa);
+int pyopt_layer_norm_backward_f64(int64_t rows, int64_t cols, const double *dy, const double *x,
+                                  const double *weight, const double *mean, const double *rstd, double *dx,
+                                  double *dweight, double *dbias, int isa);
+
+/* ---- RMSNorm (rms_norm.c) ----
+ * x, y, dy, dx: [rows][cols]; weight, dweight: [cols]; rstd: [rows]. */
+int pyopt_rms_norm_forward_f32(int64_t rows, int64_t cols, const float *x, const float *weight, double eps,
+                               float *y, float *rstd, int isa);
+int pyopt_rms_norm_forward_f64(int64_t rows, int64_t cols, const double *x, const double *weight, double eps,
+                               double *y, double *rstd, int isa);
+int pyopt_rms_norm_backward_f32(int64_t rows, int64_t cols, const float *dy, const float *x, const float *weight,
+                                const float *rstd, float *dx, float *dweight, int isa);
+int pyopt_rms_norm_backward_f64(int64_t rows, int64_t cols, const double *dy, const double *x,
+                                const double *weight, const double *rstd, double *dx, double *dweight, int isa);
+
+/* ---- BatchNorm (batch_norm.c) ----
+ * x, y, dy, dx: [outer][channels][inner] (NCHW: outer = N, inner = H*W; channels-last: inner = 1);
+ * weight, bias, running_*, save_*, dweight, dbias: [channels].  use_batch_stats: normalize with the batch's
+ * statistics (and, if running_mean is not NULL, update running_mean/running_var with weight `momentum`, the
+ * caller's resolved factor); else with the running stats.  outer * inner must be > 1 when updating. */
+int pyopt_batch_norm_forward_f32(int64_t outer, int64_t channels, int64_t inner, const float *x,
+                                 const float *weight, const float *bias, float *running_mean, float *running_var,
+                                 int use_batch_stats, double momentum, double eps, float *y, float *save_mean,
+                                 float *save_rstd, int isa);
+int pyopt_batch_norm_forward_f64(int64_t outer, int64_t channels, int64_t inner, const double *x,
+                                 const double *weight, const double *bias, double *running_mean,
+                                 double *running_var, int use_batch_stats, double momentum, double eps, double *y,
+                                 double *save_mean, double *save_rstd, int isa);
+int pyopt_batch_norm_backward_f32(int64_t outer, int64_t channels, int64_t inner, const float *dy,
+                                  const float *x, const float *weight, const float *save_mean,
+                                  const float *save_rstd, int use_batch_stats, float *dx, float *dweight,
+                                  float *dbias, int isa);
+int pyopt_batch_norm_backward_f64(int64_t outer, int64_t channels, int64_t inner, const double *dy,
+                                  const double *x, const double *weight, const double *save_mean,
+                                  const double *save_rstd, int use_batch_stats, double *dx, double *dweight,
+                                  double *dbias, int isa);
+
 #endif

@@ -111,3 +111,230 @@ def rmsprop_step(params, grads, square_avgs, grad_avgs=None, momentum_buffers=No
                  grad_avg=grad_avgs if "grad_avg" in used else None,
                  momentum_buffer=momentum_buffers if "momentum_buffer" in used else None)
     run_optimizer_op(RMSPROP, roles, hparams, {}, backend)
+
+
+# ---- norms: LayerNorm, RMSNorm, BatchNorm (rules: pyopt.reference.layer_norm / rms_norm / batch_norm) ----
+# Every argument is checked before any kernel runs (pyopt._norm_args); outputs are allocated unless given.
+
+from pyopt import _norm_args as _na  # noqa: E402
+from pyopt import _norm_kernels as _nk  # noqa: E402  (also registers the norm kernels)
+from pyopt.reference.batch_norm import bytes_moved as _bn_bytes  # noqa: E402
+from pyopt.reference.layer_norm import bytes_moved as _ln_bytes  # noqa: E402
+from pyopt.reference.rms_norm import bytes_moved as _rms_bytes  # noqa: E402
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, mean=None, rstd=None,
+               backend=None):
+    """LayerNorm over the trailing ``normalized_shape`` dimensions of ``x``: ``(y, mean, rstd)``.
+
+    ``y = (x - mean) * rstd * weight + bias`` per row, biased variance, ``rstd = 1/sqrt(var + eps)``
+    (:mod:`pyopt.reference.layer_norm`).  ``weight``/``bias``: None or arrays of shape ``normalized_shape`` and
+    ``x``'s dtype.  ``out``, ``mean``, ``rstd``: optional preallocated outputs (``y``: x's shape and dtype;
+    ``mean``/``rstd``: shape ``x.shape[:-len(normalized_shape)]``, x's dtype, float32 for float16 input).
+    Statistics are accumulated in float64.  Non-contiguous inputs are copied.
+    """
+    x_in = x
+    x = _na.check_array(x, "x")
+    shape = _na.check_normalized_shape(normalized_shape, x)
+    weight_in, bias_in = weight, bias
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    bias = _na.check_param(bias, "bias", shape, x.dtype, "normalized_shape")
+    eps = _na.check_eps(eps)
+    lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
+    y = _na.check_output(out, "out", x.shape, x.dtype)
+    mean = _na.check_output(mean, "mean", lead, sd)
+    rstd = _na.check_output(rstd, "rstd", lead, sd)
+    _na.check_no_alias([("out", y), ("mean", mean), ("rstd", rstd)],
+                       [("x", x_in), ("weight", weight_in), ("bias", bias_in)])
+    name, kernel = backends.select("layer_norm", backend)
+    if mean.size:
+        x2 = _na.rows_view(x, shape)
+        _nk.run("layer_norm", name, kernel,
+                dict(x=x2, weight=weight, bias=bias, eps=eps, y=_na.rows_view(y, shape), mean=mean.reshape(-1),
+                     rstd=rstd.reshape(-1)),
+                lambda: _ln_bytes(*x2.shape, x.itemsize, weight=weight is not None, bias=bias is not None))
+    return y, mean, rstd
+
+
+def layer_norm_backward(dy, x, weight, mean, rstd, normalized_shape, *, out=None, dweight=None, dbias=None,
+                        backend=None):
+    """Gradients of :func:`layer_norm`: ``(dx, dweight, dbias)``.
+
+    ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`` with ``g = dy * weight``, ``xhat = (x - mean) * rstd``;
+    ``dweight = sum(dy * xhat)``, ``dbias = sum(dy)`` over the leading dimensions (returned also when the forward
+    had no weight or bias).  ``mean``/``rstd``: as :func:`layer_norm` returned them.  ``out`` (dx), ``dweight``,
+    ``dbias``: optional preallocated outputs.  Deterministic: bitwise the same for any thread count.
+    """
+    originals = [("dy", dy), ("x", x), ("weight", weight), ("mean", mean), ("rstd", rstd)]
+    x = _na.check_array(x, "x")
+    dy = _na.check_array(dy, "dy", dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}")
+    shape = _na.check_normalized_shape(normalized_shape, x)
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
+    if mean is None or rstd is None:
+        raise TypeError("layer_norm_backward needs the mean and rstd that layer_norm returned")
+    mean = _na.check_param(mean, "mean", lead, sd, "x's leading shape")
+    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape")
+    dx = _na.check_output(out, "out", x.shape, x.dtype)
+    dweight = _na.check_output(dweight, "dweight", shape, x.dtype)
+    dbias = _na.check_output(dbias, "dbias", shape, x.dtype)
+    _na.check_no_alias([("out", dx), ("dweight", dweight), ("dbias", dbias)], originals)
+    name, kernel = backends.select("layer_norm_backward", backend)
+    x2 = _na.rows_view(x, shape)
+    _nk.run("layer_norm_backward", name, kernel,
+            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, mean=mean.reshape(-1), rstd=rstd.reshape(-1),
+                 dx=_na.rows_view(dx, shape), dweight=dweight.reshape(-1), dbias=dbias.reshape(-1)),
+            lambda: _ln_bytes(*x2.shape, x.itemsize, which="backward", weight=weight is not None))
+    return dx, dweight, dbias
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, rstd=None, backend=None):
+    """RMSNorm over the trailing ``normalized_shape`` dimensions: ``(y, rstd)``.
+
+    ``y = x * rstd * weight`` with ``rstd = 1/sqrt(mean(x^2) + eps)`` (:mod:`pyopt.reference.rms_norm`);
+    ``eps=None`` is ``numpy.finfo(x.dtype).eps`` as in ``torch.nn.functional.rms_norm``.  ``out``/``rstd``:
+    optional preallocated outputs.
+    """
+    x_in, weight_in = x, weight
+    x = _na.check_array(x, "x")
+    shape = _na.check_normalized_shape(normalized_shape, x)
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    eps = float(np.finfo(x.dtype).eps) if eps is None else _na.check_eps(eps)
+    lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
+    y = _na.check_output(out, "out", x.shape, x.dtype)
+    rstd = _na.check_output(rstd, "rstd", lead, sd)
+    _na.check_no_alias([("out", y), ("rstd", rstd)], [("x", x_in), ("weight", weight_in)])
+    name, kernel = backends.select("rms_norm", backend)
+    if rstd.size:
+        x2 = _na.rows_view(x, shape)
+        _nk.run("rms_norm", name, kernel,
+                dict(x=x2, weight=weight, eps=eps, y=_na.rows_view(y, shape), rstd=rstd.reshape(-1)),
+                lambda: _rms_bytes(*x2.shape, x.itemsize, weight=weight is not None))
+    return y, rstd
+
+
+def rms_norm_backward(dy, x, weight, rstd, normalized_shape, *, out=None, dweight=None, backend=None):
+    """Gradients of :func:`rms_norm`: ``(dx, dweight)``.
+
+    ``dx = rstd * (g - xhat * mean(g * xhat))`` with ``g = dy * weight``, ``xhat = x * rstd``;
+    ``dweight = sum(dy * xhat)`` over the leading dimensions.  Deterministic for any thread count.
+    """
+    originals = [("dy", dy), ("x", x), ("weight", weight), ("rstd", rstd)]
+    x = _na.check_array(x, "x")
+    dy = _na.check_array(dy, "dy", dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}")
+    shape = _na.check_normalized_shape(normalized_shape, x)
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
+    if rstd is None:
+        raise TypeError("rms_norm_backward needs the rstd that rms_norm returned")
+    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape")
+    dx = _na.check_output(out, "out", x.shape, x.dtype)
+    dweight = _na.check_output(dweight, "dweight", shape, x.dtype)
+    _na.check_no_alias([("out", dx), ("dweight", dweight)], originals)
+    name, kernel = backends.select("rms_norm_backward", backend)
+    x2 = _na.rows_view(x, shape)
+    _nk.run("rms_norm_backward", name, kernel,
+            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, rstd=rstd.reshape(-1), dx=_na.rows_view(dx, shape),
+                 dweight=dweight.reshape(-1)),
+            lambda: _rms_bytes(*x2.shape, x.itemsize, which="backward", weight=weight is not None))
+    return dx, dweight
+
+
+def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *, training=False, momentum=0.1,
+               eps=1e-5, axis=1, num_batches_tracked=None, out=None, save_mean=None, save_rstd=None,
+               backend=None):
+    """BatchNorm with channels along ``axis`` (1: NCHW, -1: channels-last): ``(y, save_mean, save_rstd)``.
+
+    Training (or no running stats): normalize with the batch's mean and biased variance and, with running stats
+    and ``training``, update them in place, ``running_mean = m * mean + (1 - m) * running_mean`` and the same
+    with the unbiased variance for ``running_var`` (:mod:`pyopt.reference.batch_norm`).  ``momentum=None``:
+    cumulative average, ``m = 1/num_batches_tracked``; ``num_batches_tracked`` (a one-element integer array,
+    PyTorch's buffer) is incremented in place whenever the running stats are updated.  Eval: normalize with the
+    running stats; ``save_mean``/``save_rstd`` are then the running mean and ``1/sqrt(running_var + eps)``.
+    A batch with 0 values per channel gives an empty ``y``, NaN save_mean/save_rstd and changes nothing else.
+    An x whose channel axis is innermost in memory (PyTorch's channels_last) is used in place and ``y`` gets the
+    same layout; ``out`` must then have it too.
+    """
+    _na.check_dtype(x, "x")
+    axis = _na.check_axis(axis, x)
+    layout = _na.ChannelLayout(x, axis)
+    C, sd = layout.channels, _na.stat_dtype(x.dtype)
+    w = _na.check_param(weight, "weight", (C,), x.dtype, "the channel count")
+    b = _na.check_param(bias, "bias", (C,), x.dtype, "the channel count")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    running_mean = _na.check_state(running_mean, "running_mean", (C,), sd)
+    running_var = _na.check_state(running_var, "running_var", (C,), sd)
+    momentum = _na.check_momentum(momentum)
+    eps = _na.check_eps(eps)
+    counter = _na.check_counter(num_batches_tracked)
+    use_batch_stats = bool(training) or running_mean is None
+    update = bool(training) and running_mean is not None
+    if update and momentum is None and counter is None:
+        raise ValueError("momentum=None (a cumulative average) needs the num_batches_tracked counter")
+    if training and layout.count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+    xw = layout.work(x, "x")
+    y, yw = layout.output(out, "out")
+    save_mean = _na.check_output(save_mean, "save_mean", (C,), sd)
+    save_rstd = _na.check_output(save_rstd, "save_rstd", (C,), sd)
+    _na.check_no_alias([("out", y), ("save_mean", save_mean), ("save_rstd", save_rstd),
+                        ("running_mean", running_mean), ("running_var", running_var),
+                        ("num_batches_tracked", counter)], [("x", x), ("weight", weight), ("bias", bias)])
+    name, kernel = backends.select("batch_norm", backend)
+    if layout.count == 0:  # PyTorch #12013: an empty batch has no statistics and updates nothing
+        if use_batch_stats:
+            save_mean[...], save_rstd[...] = np.nan, np.nan
+        else:
+            save_mean[...], save_rstd[...] = running_mean, 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+        return y, save_mean, save_rstd
+    factor = 0.0
+    if update:
+        factor = momentum if momentum is not None else 1.0 / (int(counter.reshape(-1)[0]) + 1)
+    rm, rv = (None, None) if use_batch_stats and not update else (running_mean, running_var)
+    _nk.run("batch_norm", name, kernel,
+            dict(x=xw.reshape(layout.dims()), weight=w, bias=b, running_mean=rm, running_var=rv,
+                 use_batch_stats=use_batch_stats, momentum=factor, eps=eps, y=yw.reshape(layout.dims()),
+                 save_mean=save_mean, save_rstd=save_rstd),
+            lambda: _bn_bytes(x.size, C, x.itemsize, training=use_batch_stats, weight=w is not None,
+                                        bias=b is not None, running_stats=rm is not None or not use_batch_stats))
+    if update and counter is not None:
+        counter += 1
+    return y, save_mean, save_rstd
+
+
+def batch_norm_backward(dy, x, weight, save_mean, save_rstd, *, training=True, axis=1, out=None, dweight=None,
+                        dbias=None, backend=None):
+    """Gradients of :func:`batch_norm`: ``(dx, dweight, dbias)``.
+
+    ``training=True`` when the forward normalized with batch statistics (training, or eval without running
+    stats): ``dx = weight * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))``; else ``dx = weight * rstd * dy``.
+    ``dweight = sum(dy * xhat)``, ``dbias = sum(dy)`` per channel.  ``dx`` has x's memory layout.
+    """
+    originals = [("dy", dy), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_rstd", save_rstd)]
+    _na.check_dtype(x, "x")
+    axis = _na.check_axis(axis, x)
+    layout = _na.ChannelLayout(x, axis)
+    C, sd = layout.channels, _na.stat_dtype(x.dtype)
+    weight = _na.check_param(weight, "weight", (C,), x.dtype, "the channel count")
+    if save_mean is None or save_rstd is None:
+        raise TypeError("batch_norm_backward needs the save_mean and save_rstd that batch_norm returned")
+    save_mean = _na.check_param(save_mean, "save_mean", (C,), sd, "the channel count")
+    save_rstd = _na.check_param(save_rstd, "save_rstd", (C,), sd, "the channel count")
+    xw, dyw = layout.work(x, "x"), layout.work(dy, "dy")
+    dx, dxw = layout.output(out, "out")
+    dweight = _na.check_output(dweight, "dweight", (C,), x.dtype)
+    dbias = _na.check_output(dbias, "dbias", (C,), x.dtype)
+    _na.check_no_alias([("out", dx), ("dweight", dweight), ("dbias", dbias)], originals)
+    name, kernel = backends.select("batch_norm_backward", backend)
+    _nk.run("batch_norm_backward", name, kernel,
+            dict(dy=dyw.reshape(layout.dims()), x=xw.reshape(layout.dims()), weight=weight, save_mean=save_mean,
+                 save_rstd=save_rstd, use_batch_stats=bool(training), dx=dxw.reshape(layout.dims()),
+                 dweight=dweight, dbias=dbias),
+            lambda: _bn_bytes(x.size, C, x.itemsize, which="backward", training=bool(training),
+                                        weight=weight is not None))
+    return dx, dweight, dbias

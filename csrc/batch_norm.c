@@ -1,0 +1,403 @@
+/* BatchNorm forward (training and eval) and fused backward over x viewed as [outer][channels][inner]:
+ * NCHW is (N, C, H*W), channels-last is (N*H*W, C, 1).  pyopt/reference/batch_norm.py is the spec.
+ *
+ * Reductions per channel run over fixed tiles of about BN_BLOCK elements taken in memory order (rows x a range
+ * of channels x an inner slice), never over per-thread slices.  Each tile is two-pass in cache (its mean, then
+ * the sum of squared deviations from it, float64; channels-last vectorized across channels) and the tiles of a
+ * channel are combined in a fixed order with Chan's formula: one streaming pass over memory for the statistics,
+ * exact centring, and bitwise the same result for any thread count.
+ *
+ * Training forward: statistics, then per channel save_mean/save_rstd and the running-stat update (float64, as
+ * ATen: rm = a mean + (1 - a) rm, rv = a var m/(m-1) + (1 - a) rv), then y = ((x - mean_hi) - mean_lo) * (rstd w)
+ * + b in one elementwise pass.  Eval forward: the elementwise pass with the running stats.
+ * Backward: one pass of per-channel sums (dy, dy (x - mean), x - mean; float64, with float32 chunks of
+ * NORM_CHUNK elements for float32 NCHW runs) then, for batch statistics, one elementwise pass
+ * dx = w rstd (dy - mean(dy) - xhat mean(dy xhat)); with running statistics dx = w rstd dy is written during the
+ * sums pass.  The residual mean of x - save_mean re-centres xhat (see layer_norm.c).
+ * Bytes per element (fp32): training forward 12, eval forward 8, training backward 20, eval backward 12.
+ *
+ * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+#ifndef PYOPT_TEMPLATE
+#include "norm_common.h"
+
+/* Elements per reduction tile: 64 KiB of float32, so a tile's second pass reads L2, not memory. */
+#define BN_BLOCK ((int64_t)16384)
+
+/* Reduction tiles, in memory order: rows [o0, o1) x channels [c0, c1) x inner slice [i0, i1), about BN_BLOCK
+ * elements each.  A task takes the tiles of one channel range and slice across a group of consecutive row
+ * blocks (at most BN_GROUPS groups) and merges them into one partial per channel, partial block k = group *
+ * slices + slice at partial[k * channels + c]; channels are then combined over k in order.  Everything depends
+ * only on the shape, never on the thread count, and the partials stay small (at most BN_GROUPS x slices per
+ * channel) however many rows a tile holds. */
+#define BN_GROUPS 64
+
+typedef struct {
+    int64_t outer, channels, inner;
+    int64_t rows, chans, slices;   /* rows per tile, channels per tile, slices per run (> 1: runs > BN_BLOCK) */
+    int64_t n_ob, n_cb, per_group, n_groups, n_k, n_tasks;
+} bn_geom;
+
+static bn_geom bn_make_geom(int64_t outer, int64_t channels, int64_t inner)
+{
+    bn_geom g = {outer, channels, inner, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+    if (inner > BN_BLOCK) {
+        g.slices = (inner + BN_BLOCK - 1) / BN_BLOCK;
+    } else {
+        g.chans = BN_BLOCK / inner < channels ? BN_BLOCK / inner : channels;
+        g.rows = BN_BLOCK / (g.chans * inner) > 1 ? BN_BLOCK / (g.chans * inner) : 1;
+    }
+    g.n_ob = (outer + g.rows - 1) / g.rows;
+    g.n_cb = (channels + g.chans - 1) / g.chans;
+    g.per_group = (g.n_ob + BN_GROUPS - 1) / BN_GROUPS;
+    g.n_groups = g.per_group > 0 ? (g.n_ob + g.per_group - 1) / g.per_group : 0;
+    g.n_k = g.n_groups * g.slices;
+    g.n_tasks = g.n_groups * g.n_cb * g.slices;
+    return g;
+}
+
+typedef struct {
+    int64_t ob0, ob1, c0, c1, i0, i1, k; /* row blocks [ob0, ob1) of the group, channels, slice, partial block */
+} bn_task;
+
+static inline bn_task bn_get_task(const bn_geom *g, int64_t t)
+{
+    const int64_t s = t % g->slices, cb = (t / g->slices) % g->n_cb, grp = t / g->slices / g->n_cb;
+    bn_task b;
+    b.ob0 = grp * g->per_group, b.ob1 = b.ob0 + g->per_group < g->n_ob ? b.ob0 + g->per_group : g->n_ob;
+    b.c0 = cb * g->chans, b.c1 = b.c0 + g->chans < g->channels ? b.c0 + g->chans : g->channels;
+    b.i0 = s * BN_BLOCK, b.i1 = b.i0 + BN_BLOCK < g->inner ? b.i0 + BN_BLOCK : g->inner;
+    b.k = grp * g->slices + s;
+    return b;
+}
+
+/* Rows [*o0, *o1) of row block ob. */
+static inline void bn_rows(const bn_geom *g, int64_t ob, int64_t *o0, int64_t *o1)
+{
+    *o0 = ob * g->rows;
+    *o1 = *o0 + g->rows < g->outer ? *o0 + g->rows : g->outer;
+}
+
+/* Values per channel in partial block k. */
+static inline double bn_block_count(const bn_geom *g, int64_t k)
+{
+    const int64_t grp = k / g->slices, s = k % g->slices;
+    const int64_t o0 = grp * g->per_group * g->rows, o_end = o0 + g->per_group * g->rows;
+    const int64_t rows = (o_end < g->outer ? o_end : g->outer) - o0;
+    const int64_t len = s * BN_BLOCK + BN_BLOCK < g->inner ? BN_BLOCK : g->inner - s * BN_BLOCK;
+    return (double)(rows * len);
+}
+
+typedef struct {
+    bn_geom g;
+    const void *x, *dy, *weight, *bias, *mean, *rstd; /* mean/rstd: save_* (backward) */
+    void *y;                                          /* y (forward) or dx (backward) */
+    const void *coef;                                 /* per-channel constants of the elementwise pass */
+    double *p0, *p1, *p2, *p3;                        /* partials [k][channels] */
+} bn_ctx;
+
+#define PYOPT_TEMPLATE
+#define T float
+#define SUFFIX(name) name##_f32
+#include "batch_norm.c"
+#undef T
+#undef SUFFIX
+#define T double
+#define SUFFIX(name) name##_f64
+#include "batch_norm.c"
+#undef T
+#undef SUFFIX
+#undef PYOPT_TEMPLATE
+
+#else /* ---------------- per-dtype part ---------------- */
+#include "norm_lanes.h"
+
+/* One tile's two-pass statistics for channels [b->c0, b->c1): mean[c], and m2[c] = the sum of squared
+ * deviations from that mean (the second pass reads the tile from cache). */
+PYOPT_INLINE void SUFFIX(bn_tile_stats)(const bn_geom *g, const T *x, const bn_task *b, int64_t o0, int64_t o1,
+                                        double *mean, double *m2)
+{
+    const int64_t C = g->channels, inner = g->inner, len = b->i1 - b->i0;
+    for (int64_t c = b->c0; c < b->c1; c++) mean[c] = m2[c] = 0.0;
+    for (int64_t o = o0; o < o1; o++) {
+        const T *row = x + o * C * inner + b->i0;
+        if (inner == 1) { /* channels-last: vectorized across channels */
+#pragma omp simd
+            for (int64_t c = b->c0; c < b->c1; c++) mean[c] += (double)row[c];
+        } else {
+            for (int64_t c = b->c0; c < b->c1; c++) mean[c] += SUFFIX(norm_sum)(row + c * inner, len);
+        }
+    }
+    const double inv = 1.0 / (double)((o1 - o0) * len);
+    for (int64_t c = b->c0; c < b->c1; c++) mean[c] *= inv;
+    for (int64_t o = o0; o < o1; o++) {
+        const T *row = x + o * C * inner + b->i0;
+        if (inner == 1) {
+#pragma omp simd
+            for (int64_t c = b->c0; c < b->c1; c++) {
+                const double d = (double)row[c] - mean[c];
+                m2[c] += d * d;
+            }
+        } else {
+            for (int64_t c = b->c0; c < b->c1; c++) m2[c] += SUFFIX(norm_sum_sq_dev)(row + c * inner, len, mean[c]);
+        }
+    }
+}
+
+/* Statistics pass: each task's tiles, merged in row order with Chan's formula (the counts are the same for every
+ * channel of a tile, so the merge is a vectorized multiply-add across channels).  p0/p1 = the task's mean and
+ * m2 per channel, p2/p3 = scratch for the tile being merged. */
+PYOPT_INLINE void SUFFIX(bn_stats_tasks)(const void *vctx, int64_t begin, int64_t end)
+{
+    const bn_ctx *ctx = (const bn_ctx *)vctx;
+    const bn_geom *g = &ctx->g;
+    const T *x = (const T *)ctx->x;
+    const int64_t C = g->channels;
+    for (int64_t t = begin; t < end; t++) {
+        const bn_task b = bn_get_task(g, t);
+        const double len = (double)(b.i1 - b.i0);
+        double *mean = ctx->p0 + b.k * C, *m2 = ctx->p1 + b.k * C, *tmean = ctx->p2 + b.k * C;
+        double *tm2 = ctx->p3 + b.k * C;
+        double n = 0.0;
+        for (int64_t ob = b.ob0; ob < b.ob1; ob++) {
+            int64_t o0, o1;
+            bn_rows(g, ob, &o0, &o1);
+            const double nb = (double)(o1 - o0) * len, total = n + nb;
+            if (ob == b.ob0) {
+                SUFFIX(bn_tile_stats)(g, x, &b, o0, o1, mean, m2);
+            } else {
+                SUFFIX(bn_tile_stats)(g, x, &b, o0, o1, tmean, tm2);
+                const double f = nb / total, h = n * nb / total;
+#pragma omp simd
+                for (int64_t c = b.c0; c < b.c1; c++) {
+                    const double delta = tmean[c] - mean[c];
+                    mean[c] += delta * f;
+                    m2[c] += tm2[c] + delta * delta * h;
+                }
+            }
+            n = total;
+        }
+    }
+}
+
+/* Backward sums pass: p0 = sum dy, p1 = sum dy (x - m), p2 = sum (x - m) per task, m the saved mean.  With
+ * write_dx (running statistics; a constant at each call site) it also writes dx = dy * (w rstd)[c]. */
+PYOPT_INLINE void SUFFIX(bn_sums_tasks)(const void *vctx, int64_t begin, int64_t end, const int write_dx)
+{
+    const bn_ctx *ctx = (const bn_ctx *)vctx;
+    const bn_geom *g = &ctx->g;
+    const int64_t C = g->channels, inner = g->inner;
+    const T *x = (const T *)ctx->x, *dy = (const T *)ctx->dy, *mean_t = (const T *)ctx->mean;
+    const T *k1 = (const T *)ctx->coef + 2 * C; /* w rstd, see pyopt_batch_norm_backward */
+    T *dx = (T *)ctx->y;
+    for (int64_t t = begin; t < end; t++) {
+        const bn_task b = bn_get_task(g, t);
+        const int64_t len = b.i1 - b.i0;
+        double *s_dy = ctx->p0 + b.k * C, *s_dyx = ctx->p1 + b.k * C, *s_x = ctx->p2 + b.k * C;
+        for (int64_t c = b.c0; c < b.c1; c++) s_dy[c] = s_dyx[c] = s_x[c] = 0.0;
+        int64_t o_begin, o_end, unused;
+        bn_rows(g, b.ob0, &o_begin, &unused);
+        bn_rows(g, b.ob1 - 1, &unused, &o_end);
+        for (int64_t o = o_begin; o < o_end; o++) {
+            const int64_t off = o * C * inner + b.i0;
+            const T *xr = x + off, *dyr = dy + off;
+            T *dxr = dx + off;
+            if (inner == 1) {
+#pragma omp simd
+                for (int64_t c = b.c0; c < b.c1; c++) {
+                    const double d = (double)dyr[c], xc = (double)xr[c] - (double)mean_t[c];
+                    s_dy[c] += d;
+                    s_dyx[c] += d * xc;
+                    s_x[c] += xc;
+                    if (write_dx) dxr[c] = dyr[c] * k1[c];
+                }
+                continue;
+            }
+            for (int64_t c = b.c0; c < b.c1; c++) {
+                const T *xs = xr + c * inner, *dys = dyr + c * inner;
+                double sums[3];
+                SUFFIX(norm_grad_sums)(dys, NULL, xs, (double)mean_t[c], len, 0, sums);
+                s_dy[c] += sums[0];
+                s_dyx[c] += sums[1];
+                s_x[c] += sums[2];
+                if (write_dx) {
+                    T *dxs = dxr + c * inner;
+                    const T kc = k1[c];
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) dxs[i] = dys[i] * kc;
+                }
+            }
+        }
+    }
+}
+
+/* Elementwise passes.  coef holds per-channel constants [k][C]:
+ *   forward  (n_coef 4): mean_hi, mean_lo, alpha = rstd w, beta = b         y = ((x - hi) - lo) alpha + beta
+ *   backward (n_coef 6): mean_hi, mean_lo, k1 = w rstd, mean_dy, q, rstd
+ *            dx = k1 ((dy - mean_dy) - ((x - hi) - lo) rstd q)
+ * Items: planar (run, slice of BN_BLOCK) pairs, channels-last rows. */
+PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end, const int backward)
+{
+    const bn_geom *g = &ctx->g;
+    const int64_t C = g->channels;
+    const T *x = (const T *)ctx->x, *dy = (const T *)ctx->dy, *cf = (const T *)ctx->coef;
+    T *out = (T *)ctx->y;
+    const T *hi = cf, *lo = cf + C, *k1 = cf + 2 * C, *k2 = cf + 3 * C;
+    const T *k3 = backward ? cf + 4 * C : NULL, *k4 = backward ? cf + 5 * C : NULL;
+    for (int64_t item = begin; item < end; item++) {
+        if (g->inner == 1) { /* channels-last: item = row, the constants vary along it */
+            const T *xr = x + item * C, *dyr = backward ? dy + item * C : NULL;
+            T *o = out + item * C;
+            if (backward) {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++)
+                    o[c] = k1[c] * ((dyr[c] - k2[c]) - (((xr[c] - hi[c]) - lo[c]) * k4[c]) * k3[c]);
+            } else {
+#pragma omp simd
+                for (int64_t c = 0; c < C; c++) o[c] = ((xr[c] - hi[c]) - lo[c]) * k1[c] + k2[c];
+            }
+            continue;
+        }
+        /* planar: item = (run, slice), one channel's constants */
+        const int64_t run = item / g->slices, i0 = (item % g->slices) * BN_BLOCK, c = run % C;
+        const int64_t off = run * g->inner + i0, len = i0 + BN_BLOCK < g->inner ? BN_BLOCK : g->inner - i0;
+        const T *xr = x + off;
+        T *o = out + off;
+        const T h = hi[c], l = lo[c], a = k1[c], b = k2[c];
+        if (backward) {
+            const T *dyr = dy + off;
+            const T q = k3[c], r = k4[c];
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) o[i] = a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q);
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) o[i] = ((xr[i] - h) - l) * a + b;
+        }
+    }
+}
+
+#define BN_ISA_VARIANTS(name, body)                                                                           \
+    static void SUFFIX(name##_base)(const void *c, int64_t b, int64_t e) { body; }                             \
+    PYOPT_TARGET_AVX2 static void SUFFIX(name##_avx2)(const void *c, int64_t b, int64_t e) { body; }
+BN_ISA_VARIANTS(bn_stats, SUFFIX(bn_stats_tasks)(c, b, e))
+BN_ISA_VARIANTS(bn_sums, SUFFIX(bn_sums_tasks)(c, b, e, 0))
+BN_ISA_VARIANTS(bn_sums_dx, SUFFIX(bn_sums_tasks)(c, b, e, 1))
+BN_ISA_VARIANTS(bn_forward_apply, SUFFIX(bn_apply)((const bn_ctx *)c, b, e, 0))
+BN_ISA_VARIANTS(bn_backward_apply, SUFFIX(bn_apply)((const bn_ctx *)c, b, e, 1))
+#undef BN_ISA_VARIANTS
+#define BN_PICK(name, isa) ((isa) == PYOPT_ISA_AVX2 ? SUFFIX(name##_avx2) : SUFFIX(name##_base))
+
+static int64_t SUFFIX(bn_apply_items)(const bn_geom *g)
+{
+    return g->inner == 1 ? g->outer : g->outer * g->channels * g->slices;
+}
+
+/* Workspace: n_partials arrays of channels x partial blocks doubles, then n_coef x channels T constants. */
+static void *SUFFIX(bn_workspace)(bn_ctx *ctx, int n_partials, int n_coef)
+{
+    const int64_t slots = ctx->g.channels * ctx->g.n_k;
+    char *ws = (char *)malloc((size_t)(n_partials * slots) * sizeof(double) + (size_t)(n_coef * ctx->g.channels) *
+                              sizeof(T));
+    if (!ws) return NULL;
+    double *p = (double *)ws;
+    ctx->p0 = p, ctx->p1 = p + slots, ctx->p2 = p + 2 * slots, ctx->p3 = n_partials > 3 ? p + 3 * slots : NULL;
+    ctx->coef = ws + (size_t)(n_partials * slots) * sizeof(double);
+    return ws;
+}
+
+int SUFFIX(pyopt_batch_norm_forward)(int64_t outer, int64_t channels, int64_t inner, const T *x, const T *weight,
+                                     const T *bias, T *running_mean, T *running_var, int use_batch_stats,
+                                     double momentum, double eps, T *y, T *save_mean, T *save_rstd, int isa)
+{
+    isa = pyopt_resolve_isa(isa);
+    if (isa < 0) return PYOPT_ERR_ISA;
+    const int64_t count = outer * inner;
+    if (count == 0 || channels == 0) return PYOPT_OK; /* the caller handles empty batches */
+    bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, NULL, weight, bias, NULL, NULL, y, NULL, NULL, NULL,
+                  NULL, NULL};
+    const bn_geom *g = &ctx.g;
+    void *ws = SUFFIX(bn_workspace)(&ctx, 4, 4);
+    if (!ws) return PYOPT_ERR_NO_MEMORY;
+    if (use_batch_stats)
+        norm_parallel_items(&ctx, g->n_tasks, count * channels / (g->n_tasks > 0 ? g->n_tasks : 1),
+                            BN_PICK(bn_stats, isa));
+    T *cf = (T *)ctx.coef;
+    for (int64_t c = 0; c < channels; c++) {
+        double mean, var;
+        if (use_batch_stats) { /* Chan's combination of the partial blocks, in block order */
+            double n = 0.0, m2 = 0.0;
+            mean = 0.0;
+            for (int64_t k = 0; k < g->n_k; k++) {
+                const double nb = bn_block_count(g, k), total = n + nb;
+                const double mb = ctx.p0[k * channels + c], delta = mb - mean;
+                mean += delta * (nb / total);
+                m2 += ctx.p1[k * channels + c] + delta * delta * (n * nb / total);
+                n = total;
+            }
+            var = m2 / n;
+            if (running_mean) {
+                running_mean[c] = (T)(momentum * mean + (1.0 - momentum) * (double)running_mean[c]);
+                running_var[c] = (T)(momentum * (var * n / (n - 1.0)) + (1.0 - momentum) * (double)running_var[c]);
+            }
+        } else {
+            mean = (double)running_mean[c];
+            var = (double)running_var[c];
+        }
+        const double rstd = 1.0 / sqrt(var + eps);
+        save_mean[c] = (T)mean;
+        save_rstd[c] = (T)rstd;
+        NORM_SPLIT(T, mean, cf[c], cf[channels + c]);
+        cf[2 * channels + c] = (T)(weight ? rstd * (double)weight[c] : rstd);
+        cf[3 * channels + c] = bias ? bias[c] : (T)0;
+    }
+    norm_parallel_items(&ctx, SUFFIX(bn_apply_items)(g), inner == 1 ? channels : inner,
+                        BN_PICK(bn_forward_apply, isa));
+    free(ws);
+    return PYOPT_OK;
+}
+
+int SUFFIX(pyopt_batch_norm_backward)(int64_t outer, int64_t channels, int64_t inner, const T *dy, const T *x,
+                                      const T *weight, const T *save_mean, const T *save_rstd,
+                                      int use_batch_stats, T *dx, T *dweight, T *dbias, int isa)
+{
+    isa = pyopt_resolve_isa(isa);
+    if (isa < 0) return PYOPT_ERR_ISA;
+    const int64_t count = outer * inner;
+    if (count == 0) { /* the empty sums */
+        for (int64_t c = 0; c < channels; c++) dweight[c] = dbias[c] = (T)0;
+        return PYOPT_OK;
+    }
+    bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, dy, weight, NULL, save_mean, save_rstd, dx, NULL, NULL,
+                  NULL, NULL, NULL};
+    const bn_geom *g = &ctx.g;
+    void *ws = SUFFIX(bn_workspace)(&ctx, 3, 6);
+    if (!ws) return PYOPT_ERR_NO_MEMORY;
+    T *cf = (T *)ctx.coef;
+    for (int64_t c = 0; c < channels; c++) /* k1 = w rstd first: the running-stats pass writes dx with it */
+        cf[2 * channels + c] = (T)(weight ? (double)save_rstd[c] * (double)weight[c] : (double)save_rstd[c]);
+    norm_parallel_items(&ctx, g->n_tasks, count * channels / g->n_tasks,
+                        use_batch_stats ? BN_PICK(bn_sums, isa) : BN_PICK(bn_sums_dx, isa));
+    for (int64_t c = 0; c < channels; c++) {
+        double s_dy = 0.0, s_dyx = 0.0, s_x = 0.0;
+        for (int64_t k = 0; k < g->n_k; k++) {
+            const int64_t slot = k * channels + c;
+            s_dy += ctx.p0[slot], s_dyx += ctx.p1[slot], s_x += ctx.p2[slot];
+        }
+        const double r = (double)save_rstd[c];
+        const double shift = use_batch_stats ? s_x / (double)count : 0.0;
+        const double s_dyxhat = r * (s_dyx - shift * s_dy);
+        dweight[c] = (T)s_dyxhat;
+        dbias[c] = (T)s_dy;
+        NORM_SPLIT(T, (double)save_mean[c] + shift, cf[c], cf[channels + c]);
+        cf[3 * channels + c] = (T)(s_dy / (double)count);
+        cf[4 * channels + c] = (T)(s_dyxhat / (double)count);
+        cf[5 * channels + c] = save_rstd[c];
+    }
+    if (use_batch_stats)
+        norm_parallel_items(&ctx, SUFFIX(bn_apply_items)(g), inner == 1 ? channels : inner,
+                            BN_PICK(bn_backward_apply, isa));
+    free(ws);
+    return PYOPT_OK;
+}
+
+#undef BN_PICK
+#endif

@@ -1,0 +1,218 @@
+/* LayerNorm forward and fused backward over rows of `cols` contiguous elements (the caller flattens the
+ * leading dimensions into `rows` and normalized_shape into `cols`).
+ *
+ * Forward, per row (pyopt/reference/layer_norm.py is the spec):
+ *     mean = sum(x) / n,  var = sum((x - mean)^2) / n   (two passes, float64 accumulation for every dtype)
+ *     rstd = 1 / sqrt(var + eps),  y = (x - mean) * rstd * w + b
+ * x - mean is formed as (x - mean_hi) - mean_lo (NORM_SPLIT), so a float32 row like 1e4 + 1e-2 randn keeps
+ * the precision of its spread; mean and rstd are stored rounded to the dtype.
+ * Backward, per row, with g = dy * w and xhat = (x - mean) * rstd:
+ *     dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dweight = sum_rows dy * xhat,  dbias = sum_rows dy
+ * The stored mean is rounded to the dtype; the backward re-centres with the residual mean(x - mean) it gets for
+ * free in its first pass (zero when mean is the row's exact mean), so a float32 mean of a row far from zero
+ * does not bias xhat.
+ * Bytes per element (fp32): forward read x, write y = 8; backward read dy, x, write dx = 12.  A row is read
+ * from memory once per call; the later passes over it hit L1/L2 (rows up to ~64k floats).
+ * Rows run in parallel, one row at a time; the backward's dweight/dbias come from a fixed number of row blocks
+ * (norm_rows_per_block) summed in block order, so every output is bitwise the same for any thread count.
+ * float32 backward: the row sums and the dweight/dbias partials run in float32 over short chunks (NORM_CHUNK
+ * elements, NORM_FLUSH_ROWS rows) added into float64, which halves the backward's instructions; the forward's
+ * statistics stay float64 throughout (the accuracy claims are about them).
+ *
+ * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+#ifndef PYOPT_TEMPLATE
+#include "norm_common.h"
+
+typedef struct {
+    int64_t cols;
+    const void *x, *weight, *bias;
+    void *y, *mean, *rstd;
+    double eps;
+} ln_forward_ctx;
+
+typedef struct {
+    int64_t rows, cols, rows_per_block;
+    const void *dy, *x, *weight, *mean, *rstd;
+    void *dx;
+    double *partial_w, *partial_b; /* [block][cols] */
+    void *scratch;                 /* float32: [block][2][cols] row-chunk partials; NULL for float64 */
+} ln_backward_ctx;
+
+#define PYOPT_TEMPLATE
+#define T float
+#define SUFFIX(name) name##_f32
+#include "layer_norm.c"
+#undef T
+#undef SUFFIX
+#define T double
+#define SUFFIX(name) name##_f64
+#include "layer_norm.c"
+#undef T
+#undef SUFFIX
+#undef PYOPT_TEMPLATE
+
+#else /* ---------------- per-dtype part ---------------- */
+#include "norm_lanes.h"
+
+PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *restrict w, const T *restrict b,
+                                         T *restrict y, T *mean_out, T *rstd_out, int64_t n, double eps,
+                                         const int has_w, const int has_b)
+{
+    const double mean = SUFFIX(norm_sum)(x, n) / (double)n;
+    const double var = SUFFIX(norm_sum_sq_dev)(x, n, mean) / (double)n;
+    const double rstd = 1.0 / sqrt(var + eps);
+    T mh, ml;
+    NORM_SPLIT(T, mean, mh, ml);
+    const T r = (T)rstd;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        T v = ((x[j] - mh) - ml) * r;
+        if (has_w) v = v * w[j];
+        if (has_b) v = v + b[j];
+        y[j] = v;
+    }
+    *mean_out = (T)mean;
+    *rstd_out = r;
+}
+
+PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64_t end)
+{
+    const ln_forward_ctx *c = (const ln_forward_ctx *)vctx;
+    const int64_t n = c->cols;
+    const T *x = (const T *)c->x, *w = (const T *)c->weight, *b = (const T *)c->bias;
+    T *y = (T *)c->y, *mean = (T *)c->mean, *rstd = (T *)c->rstd;
+    /* the affine flags are constants in each loop, never a per-element branch */
+    for (int64_t r = begin; r < end; r++) {
+        const T *xr = x + r * n;
+        T *yr = y + r * n;
+        if (w && b) SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1);
+        else if (w) SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0);
+        else if (b) SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1);
+        else SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0);
+    }
+}
+
+/* A row's backward constants, from its first pass over dy and x. */
+typedef struct {
+    T mh, ml, rstd, mean_g, mean_gxhat;
+} SUFFIX(ln_coef);
+
+PYOPT_INLINE SUFFIX(ln_coef) SUFFIX(ln_backward_coef)(const T *restrict dy, const T *restrict x,
+                                                      const T *restrict w, T mean_t, T rstd_t, int64_t n,
+                                                      const int has_w)
+{
+    const double m = (double)mean_t, r = (double)rstd_t;
+    double sums[3];
+    SUFFIX(norm_grad_sums)(dy, w, x, m, n, has_w, sums);
+    const double sum_g = sums[0], sum_gx = sums[1];
+    const double shift = sums[2] / (double)n; /* residual of the rounded mean */
+    const double sum_gxhat = r * (sum_gx - shift * sum_g);
+    SUFFIX(ln_coef) cf;
+    NORM_SPLIT(T, m + shift, cf.mh, cf.ml);
+    cf.rstd = rstd_t;
+    cf.mean_g = (T)(sum_g / (double)n);
+    cf.mean_gxhat = (T)(sum_gxhat / (double)n);
+    return cf;
+}
+
+/* The second pass over one row: dx, and the row's dweight/dbias terms added to the block's partials sw/sb (T;
+ * for float32 they are flushed into the float64 partials every NORM_FLUSH_ROWS rows, see ln_backward_rows). */
+PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
+                                          SUFFIX(ln_coef) cf, T *restrict dx, T *restrict sw, T *restrict sb,
+                                          int64_t n, const int has_w)
+{
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        const T xhat = ((x[j] - cf.mh) - cf.ml) * cf.rstd;
+        const T g = has_w ? dy[j] * w[j] : dy[j];
+        dx[j] = ((g - cf.mean_g) - xhat * cf.mean_gxhat) * cf.rstd;
+        sw[j] += dy[j] * xhat;
+        sb[j] += dy[j];
+    }
+}
+
+PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0, int64_t r1, double *pw,
+                                           double *pb, T *sw, T *sb, const int has_w)
+{
+    const int64_t n = c->cols;
+    const T *dy = (const T *)c->dy, *x = (const T *)c->x, *w = (const T *)c->weight;
+    const T *mean = (const T *)c->mean, *rstd = (const T *)c->rstd;
+    T *dx = (T *)c->dx;
+    for (int64_t r = r0; r < r1; r++) {
+        const SUFFIX(ln_coef) cf = SUFFIX(ln_backward_coef)(dy + r * n, x + r * n, w, mean[r], rstd[r], n, has_w);
+        SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, cf, dx + r * n, sw, sb, n, has_w);
+        if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1)) {
+            SUFFIX(norm_flush_partial)(pw, sw, n);
+            SUFFIX(norm_flush_partial)(pb, sb, n);
+        }
+    }
+}
+
+PYOPT_INLINE void SUFFIX(ln_backward_blocks)(const void *vctx, int64_t begin, int64_t end)
+{
+    const ln_backward_ctx *c = (const ln_backward_ctx *)vctx;
+    const int64_t n = c->cols;
+    for (int64_t blk = begin; blk < end; blk++) {
+        double *pw = c->partial_w + blk * n, *pb = c->partial_b + blk * n;
+        memset(pw, 0, (size_t)n * sizeof(double));
+        memset(pb, 0, (size_t)n * sizeof(double));
+        /* float64 rows accumulate straight into the float64 partials */
+        T *sw = c->scratch ? (T *)c->scratch + 2 * blk * n : (T *)pw, *sb = c->scratch ? sw + n : (T *)pb;
+        if (c->scratch) memset(sw, 0, (size_t)(2 * n) * sizeof(T));
+        const int64_t r0 = blk * c->rows_per_block;
+        const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
+        if (c->weight) SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 1);
+        else SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 0);
+    }
+}
+
+static void SUFFIX(ln_forward_base)(const void *c, int64_t b, int64_t e) { SUFFIX(ln_forward_rows)(c, b, e); }
+PYOPT_TARGET_AVX2 static void SUFFIX(ln_forward_avx2)(const void *c, int64_t b, int64_t e)
+{
+    SUFFIX(ln_forward_rows)(c, b, e);
+}
+static void SUFFIX(ln_backward_base)(const void *c, int64_t b, int64_t e) { SUFFIX(ln_backward_blocks)(c, b, e); }
+PYOPT_TARGET_AVX2 static void SUFFIX(ln_backward_avx2)(const void *c, int64_t b, int64_t e)
+{
+    SUFFIX(ln_backward_blocks)(c, b, e);
+}
+
+int SUFFIX(pyopt_layer_norm_forward)(int64_t rows, int64_t cols, const T *x, const T *weight, const T *bias,
+                                     double eps, T *y, T *mean, T *rstd, int isa)
+{
+    isa = pyopt_resolve_isa(isa);
+    if (isa < 0) return PYOPT_ERR_ISA;
+    ln_forward_ctx ctx = {cols, x, weight, bias, y, mean, rstd, eps};
+    norm_parallel_items(&ctx, rows, cols,
+                        isa == PYOPT_ISA_AVX2 ? SUFFIX(ln_forward_avx2) : SUFFIX(ln_forward_base));
+    return PYOPT_OK;
+}
+
+int SUFFIX(pyopt_layer_norm_backward)(int64_t rows, int64_t cols, const T *dy, const T *x, const T *weight,
+                                      const T *mean, const T *rstd, T *dx, T *dweight, T *dbias, int isa)
+{
+    isa = pyopt_resolve_isa(isa);
+    if (isa < 0) return PYOPT_ERR_ISA;
+    if (cols == 0) return PYOPT_OK; /* dx, dweight (and dbias) are empty */
+    const int64_t per = norm_rows_per_block(rows);
+    const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
+    const int chunked = sizeof(T) == sizeof(float);
+    double *partial = NULL;
+    if (n_blocks > 0) {
+        partial = (double *)malloc((size_t)(2 * n_blocks * cols) * (sizeof(double) + (chunked ? sizeof(T) : 0)));
+        if (!partial) return PYOPT_ERR_NO_MEMORY;
+    }
+    ln_backward_ctx ctx = {rows, cols, per, dy, x, weight, mean, rstd, dx, partial,
+                           partial ? partial + n_blocks * cols : NULL,
+                           partial && chunked ? (void *)(partial + 2 * n_blocks * cols) : NULL};
+    norm_parallel_items(&ctx, n_blocks, per * cols,
+                        isa == PYOPT_ISA_AVX2 ? SUFFIX(ln_backward_avx2) : SUFFIX(ln_backward_base));
+    /* zero rows: dweight = dbias = 0, the empty sum */
+    norm_reduce_ctx red_w = {n_blocks, cols, ctx.partial_w, dweight}, red_b = {n_blocks, cols, ctx.partial_b, dbias};
+    norm_parallel_items(&red_w, cols, n_blocks, SUFFIX(norm_reduce_blocks));
+    norm_parallel_items(&red_b, cols, n_blocks, SUFFIX(norm_reduce_blocks));
+    free(partial);
+    return PYOPT_OK;
+}
+
+#endif

@@ -1,0 +1,144 @@
+/* Machinery the norm kernels share (layer_norm.c, rms_norm.c, batch_norm.c): the parallel loop over independent
+ * work items, the fixed-order combination of lane accumulators, and the block partition that makes every
+ * reduction independent of the thread count.  The dtype-templated sums are in norm_lanes.h. */
+#ifndef PYOPT_NORM_COMMON_H
+#define PYOPT_NORM_COMMON_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+/* Reductions over a row keep NORM_LANES = 16 float64 partial sums, as four 4-wide vectors (GCC vector
+ * extensions: one register each in the AVX2 copy, two SSE2 registers in the baseline); element i of a row goes
+ * to lane i mod 16 and the lanes are combined in one fixed tree.  The order of every sum therefore depends only
+ * on the length: not on the ISA, the alignment or the thread count, so the baseline and the AVX2 copies give
+ * bitwise the same statistics. */
+#define NORM_LANES 16
+typedef double norm_v4d __attribute__((vector_size(32)));
+typedef float norm_v4f __attribute__((vector_size(16)));
+
+/* v = p[0..3] widened to float64 (p: float or double; unaligned) */
+#define NORM_LOAD4(v, p)                                     \
+    do {                                                     \
+        if (sizeof(*(p)) == sizeof(float)) {                 \
+            norm_v4f narrow_;                                \
+            memcpy(&narrow_, (p), sizeof narrow_);           \
+            (v) = __builtin_convertvector(narrow_, norm_v4d); \
+        } else {                                             \
+            memcpy(&(v), (p), sizeof(v));                    \
+        }                                                    \
+    } while (0)
+
+/* v0..v3 = p[0..15] widened to float64 */
+#define NORM_LOAD16(v, p)            \
+    do {                             \
+        NORM_LOAD4(v##0, (p));       \
+        NORM_LOAD4(v##1, (p) + 4);   \
+        NORM_LOAD4(v##2, (p) + 8);   \
+        NORM_LOAD4(v##3, (p) + 12);  \
+    } while (0)
+
+/* lanes[0..15] = the four accumulators, for the tail and the final tree */
+#define NORM_SPILL(lanes, a)                       \
+    do {                                           \
+        memcpy((lanes), &a##0, sizeof(norm_v4d));  \
+        memcpy((lanes) + 4, &a##1, sizeof(norm_v4d)); \
+        memcpy((lanes) + 8, &a##2, sizeof(norm_v4d)); \
+        memcpy((lanes) + 12, &a##3, sizeof(norm_v4d)); \
+    } while (0)
+
+/* float32 fast path of the backward sums: float32 arithmetic (8-wide) over chunks of at most NORM_CHUNK elements
+ * per lane group, each chunk's 16 float32 lane sums then added to the float64 lanes.  The rounding of a chunk is
+ * that of a float32 sum of NORM_CHUNK / 16 terms (~5e-7 relative), far inside the backward's tolerance, at a
+ * third of the instructions of widening every element. */
+typedef float norm_v8f __attribute__((vector_size(32)));
+#define NORM_CHUNK 128
+
+/* v0, v1 = p[0..15] as two 8-wide float32 vectors (unaligned) */
+#define NORM_LOAD16F(v, p)                                \
+    do {                                                  \
+        memcpy(&v##0, (p), sizeof(norm_v8f));             \
+        memcpy(&v##1, (p) + 8, sizeof(norm_v8f));         \
+    } while (0)
+
+/* L0..L3 (float64 lanes 0-3, 4-7, 8-11, 12-15) += the 16 float32 lanes of a0, a1 */
+#define NORM_FLUSH16F(L, a)                                   \
+    do {                                                      \
+        norm_v4f q_[4];                                       \
+        memcpy(q_, &a##0, sizeof(norm_v8f));                  \
+        memcpy(q_ + 2, &a##1, sizeof(norm_v8f));              \
+        L##0 += __builtin_convertvector(q_[0], norm_v4d);     \
+        L##1 += __builtin_convertvector(q_[1], norm_v4d);     \
+        L##2 += __builtin_convertvector(q_[2], norm_v4d);     \
+        L##3 += __builtin_convertvector(q_[3], norm_v4d);     \
+    } while (0)
+
+PYOPT_INLINE double norm_combine_lanes(const double *acc)
+{
+    double a[8];
+    for (int k = 0; k < 8; k++) a[k] = acc[k] + acc[k + 8];
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+/* fn(ctx, begin, end) processes items [begin, end); items are independent and each is computed the same way
+ * whichever thread takes it, so the split only changes who does the work, never a bit of the result. */
+typedef void (*norm_items_fn)(const void *ctx, int64_t begin, int64_t end);
+
+/* Runs fn over n_items items of about work_per_item elements each: serially when the whole call is small (an
+ * OpenMP fork/join costs more than it saves there), else one static contiguous range per thread. */
+static inline void norm_parallel_items(const void *ctx, int64_t n_items, int64_t work_per_item, norm_items_fn fn)
+{
+    if (n_items <= 0) return;
+#ifdef _OPENMP
+    int64_t work = work_per_item > 0 ? work_per_item : 1;
+    if (n_items > 1 && n_items > PYOPT_SERIAL_MAX_ELEMENTS / work && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            int64_t n_threads = omp_get_num_threads(), tid = omp_get_thread_num();
+            int64_t per = (n_items + n_threads - 1) / n_threads;
+            int64_t lo = tid * per < n_items ? tid * per : n_items;
+            int64_t hi = lo + per < n_items ? lo + per : n_items;
+            if (lo < hi) fn(ctx, lo, hi);
+        }
+        return;
+    }
+#endif
+    fn(ctx, 0, n_items);
+}
+
+/* Row blocks of the fused LayerNorm/RMSNorm backward.  Each block accumulates its rows' dweight/dbias terms
+ * into its own float64 partial row and the partials are summed in block order, so the number of blocks must
+ * not depend on the thread count: at most NORM_ROW_BLOCKS blocks (enough to keep a few dozen cores busy) of at
+ * least NORM_MIN_BLOCK_ROWS rows (so the partials stay a small fraction of the traffic). */
+#define NORM_ROW_BLOCKS 32
+/* float32 rows add their dweight/dbias terms to float32 row-chunk partials, flushed into the block's float64
+ * partials every NORM_FLUSH_ROWS rows: a float32 sum of at most 16 terms (~1e-6 relative) at the cost of a
+ * float32 add, where widening every term costs twice the second pass.  The flush points are fixed from the
+ * block's first row, so the result still does not depend on the thread count. */
+#define NORM_FLUSH_ROWS 16
+#define NORM_MIN_BLOCK_ROWS 8
+
+/* out[j] = sum over blocks of partial[block][j] in block order (norm_reduce_blocks in norm_lanes.h). */
+typedef struct {
+    int64_t n_blocks, cols;
+    const double *partial; /* [n_blocks][cols] */
+    void *out;             /* [cols], the kernel's dtype */
+} norm_reduce_ctx;
+
+static inline int64_t norm_rows_per_block(int64_t rows)
+{
+    int64_t per = (rows + NORM_ROW_BLOCKS - 1) / NORM_ROW_BLOCKS;
+    return per > NORM_MIN_BLOCK_ROWS ? per : NORM_MIN_BLOCK_ROWS;
+}
+
+/* A float64 value split into a T-rounded high part and the T-rounded remainder: x - mean is computed as
+ * (x - hi) - lo, which keeps the centred value accurate to its own precision even when |mean| >> spread
+ * (rows like 1e4 + 1e-2 randn), without widening every element to float64. */
+#define NORM_SPLIT(T, value, hi, lo) \
+    do {                             \
+        hi = (T)(value);             \
+        lo = (T)((value) - (double)hi); \
+    } while (0)
+
+#endif

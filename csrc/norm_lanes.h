@@ -1,0 +1,216 @@
+/* Per-dtype row sums of the norm kernels in float64 lanes (norm_common.h says why the order is fixed), and the
+ * fixed-order combination of per-block partials.  Included once per dtype from inside a kernel file's template
+ * part (T, SUFFIX defined); no include guard. */
+
+/* sum of x */
+PYOPT_INLINE double SUFFIX(norm_sum)(const T *restrict x, int64_t n)
+{
+    norm_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;
+    int64_t i = 0;
+    for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        NORM_LOAD16(v, x + i);
+        a0 += v0, a1 += v1, a2 += v2, a3 += v3;
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, a);
+    for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i];
+    return norm_combine_lanes(lanes);
+}
+
+/* sum of (x - mean)^2: the second pass of a two-pass variance, centred exactly in float64 */
+PYOPT_INLINE double SUFFIX(norm_sum_sq_dev)(const T *restrict x, int64_t n, double mean)
+{
+    norm_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;
+    int64_t i = 0;
+    for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        NORM_LOAD16(v, x + i);
+        v0 -= mean, v1 -= mean, v2 -= mean, v3 -= mean;
+        a0 += v0 * v0, a1 += v1 * v1, a2 += v2 * v2, a3 += v3 * v3;
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, a);
+    for (int k = 0; i < n; i++, k++) {
+        const double d = (double)x[i] - mean;
+        lanes[k] += d * d;
+    }
+    return norm_combine_lanes(lanes);
+}
+
+/* sum of x^2 (RMSNorm: no centring, so no cancellation) */
+PYOPT_INLINE double SUFFIX(norm_sum_sq)(const T *restrict x, int64_t n)
+{
+    norm_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;
+    int64_t i = 0;
+    for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        NORM_LOAD16(v, x + i);
+        a0 += v0 * v0, a1 += v1 * v1, a2 += v2 * v2, a3 += v3 * v3;
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, a);
+    for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i] * (double)x[i];
+    return norm_combine_lanes(lanes);
+}
+
+/* float32 rows: the sums of norm_grad_sums by float32 chunks (NORM_CHUNK); xc = (x - mean_hi) - mean_lo. */
+PYOPT_INLINE void SUFFIX(norm_grad_sums_f32)(const float *restrict dy, const float *restrict w,
+                                             const float *restrict x, double mean, int64_t n, const int has_w,
+                                             double *out)
+{
+    float mh, ml;
+    NORM_SPLIT(float, mean, mh, ml);
+    norm_v4d G0 = {0}, G1 = {0}, G2 = {0}, G3 = {0}, P0 = {0}, P1 = {0}, P2 = {0}, P3 = {0};
+    norm_v4d C0 = {0}, C1 = {0}, C2 = {0}, C3 = {0};
+    norm_v8f d0, d1, w0, w1, x0, x1;
+    int64_t i = 0;
+    while (i + NORM_LANES <= n) {
+        norm_v8f g0 = {0}, g1 = {0}, p0 = {0}, p1 = {0}, c0 = {0}, c1 = {0};
+        for (int64_t end = i + NORM_CHUNK; i + NORM_LANES <= n && i < end; i += NORM_LANES) {
+            NORM_LOAD16F(d, dy + i);
+            if (has_w) {
+                NORM_LOAD16F(w, w + i);
+                d0 *= w0, d1 *= w1;
+            }
+            NORM_LOAD16F(x, x + i);
+            x0 = (x0 - mh) - ml, x1 = (x1 - mh) - ml;
+            g0 += d0, g1 += d1;
+            p0 += d0 * x0, p1 += d1 * x1;
+            c0 += x0, c1 += x1;
+        }
+        NORM_FLUSH16F(G, g);
+        NORM_FLUSH16F(P, p);
+        NORM_FLUSH16F(C, c);
+    }
+    double lg[NORM_LANES], lp[NORM_LANES], lc[NORM_LANES];
+    NORM_SPILL(lg, G);
+    NORM_SPILL(lp, P);
+    NORM_SPILL(lc, C);
+    for (int k = 0; i < n; i++, k++) {
+        const double g = has_w ? (double)dy[i] * (double)w[i] : (double)dy[i], xc = (double)x[i] - mean;
+        lg[k] += g;
+        lp[k] += g * xc;
+        lc[k] += xc;
+    }
+    out[0] = norm_combine_lanes(lg);
+    out[1] = norm_combine_lanes(lp);
+    out[2] = norm_combine_lanes(lc);
+}
+
+/* The backward's row sums, with g = dy * w (dy when has_w is 0) and xc = x - mean:
+ * out[0] = sum g, out[1] = sum g xc, out[2] = sum xc.  float64 rows: products and sums in float64; float32 rows:
+ * the float32-chunk fast path above. */
+PYOPT_INLINE void SUFFIX(norm_grad_sums)(const T *restrict dy, const T *restrict w, const T *restrict x,
+                                         double mean, int64_t n, const int has_w, double *out)
+{
+    if (sizeof(T) == sizeof(float)) {
+        SUFFIX(norm_grad_sums_f32)((const float *)dy, (const float *)w, (const float *)x, mean, n, has_w, out);
+        return;
+    }
+    norm_v4d g0 = {0}, g1 = {0}, g2 = {0}, g3 = {0}, p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
+    norm_v4d c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, d0, d1, d2, d3, x0, x1, x2, x3, w0, w1, w2, w3;
+    int64_t i = 0;
+    for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        NORM_LOAD16(d, dy + i);
+        if (has_w) {
+            NORM_LOAD16(w, w + i);
+            d0 *= w0, d1 *= w1, d2 *= w2, d3 *= w3;
+        }
+        NORM_LOAD16(x, x + i);
+        x0 -= mean, x1 -= mean, x2 -= mean, x3 -= mean;
+        g0 += d0, g1 += d1, g2 += d2, g3 += d3;
+        p0 += d0 * x0, p1 += d1 * x1, p2 += d2 * x2, p3 += d3 * x3;
+        c0 += x0, c1 += x1, c2 += x2, c3 += x3;
+    }
+    double lg[NORM_LANES], lp[NORM_LANES], lc[NORM_LANES];
+    NORM_SPILL(lg, g);
+    NORM_SPILL(lp, p);
+    NORM_SPILL(lc, c);
+    for (int k = 0; i < n; i++, k++) {
+        const double g = has_w ? (double)dy[i] * (double)w[i] : (double)dy[i], xc = (double)x[i] - mean;
+        lg[k] += g;
+        lp[k] += g * xc;
+        lc[k] += xc;
+    }
+    out[0] = norm_combine_lanes(lg);
+    out[1] = norm_combine_lanes(lp);
+    out[2] = norm_combine_lanes(lc);
+}
+
+/* float32 rows: norm_grad_dot by float32 chunks (NORM_CHUNK). */
+PYOPT_INLINE double SUFFIX(norm_grad_dot_f32)(const float *restrict dy, const float *restrict w,
+                                              const float *restrict x, int64_t n, const int has_w)
+{
+    norm_v4d A0 = {0}, A1 = {0}, A2 = {0}, A3 = {0};
+    norm_v8f d0, d1, w0, w1, x0, x1;
+    int64_t i = 0;
+    while (i + NORM_LANES <= n) {
+        norm_v8f a0 = {0}, a1 = {0};
+        for (int64_t end = i + NORM_CHUNK; i + NORM_LANES <= n && i < end; i += NORM_LANES) {
+            NORM_LOAD16F(d, dy + i);
+            if (has_w) {
+                NORM_LOAD16F(w, w + i);
+                d0 *= w0, d1 *= w1;
+            }
+            NORM_LOAD16F(x, x + i);
+            a0 += d0 * x0, a1 += d1 * x1;
+        }
+        NORM_FLUSH16F(A, a);
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, A);
+    for (int k = 0; i < n; i++, k++)
+        lanes[k] += (has_w ? (double)dy[i] * (double)w[i] : (double)dy[i]) * (double)x[i];
+    return norm_combine_lanes(lanes);
+}
+
+/* sum of g x with g = dy * w (dy when has_w is 0): RMSNorm's backward (float32 rows: the chunked fast path) */
+PYOPT_INLINE double SUFFIX(norm_grad_dot)(const T *restrict dy, const T *restrict w, const T *restrict x,
+                                          int64_t n, const int has_w)
+{
+    if (sizeof(T) == sizeof(float))
+        return SUFFIX(norm_grad_dot_f32)((const float *)dy, (const float *)w, (const float *)x, n, has_w);
+    norm_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, d0, d1, d2, d3, x0, x1, x2, x3, w0, w1, w2, w3;
+    int64_t i = 0;
+    for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        NORM_LOAD16(d, dy + i);
+        if (has_w) {
+            NORM_LOAD16(w, w + i);
+            d0 *= w0, d1 *= w1, d2 *= w2, d3 *= w3;
+        }
+        NORM_LOAD16(x, x + i);
+        a0 += d0 * x0, a1 += d1 * x1, a2 += d2 * x2, a3 += d3 * x3;
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, a);
+    for (int k = 0; i < n; i++, k++)
+        lanes[k] += (has_w ? (double)dy[i] * (double)w[i] : (double)dy[i]) * (double)x[i];
+    return norm_combine_lanes(lanes);
+}
+
+/* The fixed-order combination of per-block partials (norm_reduce_ctx); items are columns.  Static inline so a
+ * file that does not use it gets no unused-function warning. */
+static inline void SUFFIX(norm_reduce_blocks)(const void *vctx, int64_t begin, int64_t end)
+{
+    const norm_reduce_ctx *c = (const norm_reduce_ctx *)vctx;
+    T *out = (T *)c->out;
+    double s[64];
+    for (int64_t j0 = begin; j0 < end; j0 += 64) { /* blocks in order for each column, 64 columns at a time */
+        const int64_t m = end - j0 < 64 ? end - j0 : 64;
+        for (int64_t k = 0; k < m; k++) s[k] = 0.0;
+        for (int64_t blk = 0; blk < c->n_blocks; blk++) {
+            const double *p = c->partial + blk * c->cols + j0;
+#pragma omp simd
+            for (int64_t k = 0; k < m; k++) s[k] += p[k];
+        }
+        for (int64_t k = 0; k < m; k++) out[j0 + k] = (T)s[k];
+    }
+}
+
+/* partial[j] += (double)chunk[j], chunk[j] = 0: the flush of float32 row-chunk partials (NORM_FLUSH_ROWS). */
+PYOPT_INLINE void SUFFIX(norm_flush_partial)(double *restrict partial, T *restrict chunk, int64_t n)
+{
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        partial[j] += (double)chunk[j];
+        chunk[j] = (T)0;
+    }
+}

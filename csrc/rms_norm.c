@@ -1,0 +1,152 @@
+/* RMSNorm forward and fused backward over rows of `cols` contiguous elements.
+ *
+ * Forward, per row (pyopt/reference/rms_norm.py is the spec):
+ *     rstd = 1 / sqrt(sum(x^2) / n + eps)   (float64 accumulation),   y = x * rstd * w
+ * Backward, per row, with g = dy * w and xhat = x * rstd:
+ *     dx = rstd * (g - xhat * mean(g * xhat)),   dweight = sum_rows dy * xhat
+ * Bytes per element (fp32): forward read x, write y = 8; backward read dy, x, write dx = 12.
+ * Parallel structure, determinism and the float32 backward chunks as in layer_norm.c: one row at a time,
+ * dweight from a fixed number of row blocks summed in block order.
+ *
+ * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+#ifndef PYOPT_TEMPLATE
+#include "norm_common.h"
+
+typedef struct {
+    int64_t cols;
+    const void *x, *weight;
+    void *y, *rstd;
+    double eps;
+} rms_forward_ctx;
+
+typedef struct {
+    int64_t rows, cols, rows_per_block;
+    const void *dy, *x, *weight, *rstd;
+    void *dx;
+    double *partial_w; /* [block][cols] */
+    void *scratch;     /* float32: [block][cols] row-chunk partials; NULL for float64 */
+} rms_backward_ctx;
+
+#define PYOPT_TEMPLATE
+#define T float
+#define SUFFIX(name) name##_f32
+#include "rms_norm.c"
+#undef T
+#undef SUFFIX
+#define T double
+#define SUFFIX(name) name##_f64
+#include "rms_norm.c"
+#undef T
+#undef SUFFIX
+#undef PYOPT_TEMPLATE
+
+#else /* ---------------- per-dtype part ---------------- */
+#include "norm_lanes.h"
+
+PYOPT_INLINE void SUFFIX(rms_forward_row)(const T *restrict x, const T *restrict w, T *restrict y, T *rstd_out,
+                                          int64_t n, double eps, const int has_w)
+{
+    const double rstd = 1.0 / sqrt(SUFFIX(norm_sum_sq)(x, n) / (double)n + eps);
+    const T r = (T)rstd;
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) y[j] = has_w ? (x[j] * r) * w[j] : x[j] * r;
+    *rstd_out = r;
+}
+
+PYOPT_INLINE void SUFFIX(rms_forward_rows)(const void *vctx, int64_t begin, int64_t end)
+{
+    const rms_forward_ctx *c = (const rms_forward_ctx *)vctx;
+    const int64_t n = c->cols;
+    const T *x = (const T *)c->x, *w = (const T *)c->weight;
+    T *y = (T *)c->y, *rstd = (T *)c->rstd;
+    for (int64_t r = begin; r < end; r++) {
+        if (w) SUFFIX(rms_forward_row)(x + r * n, w, y + r * n, rstd + r, n, c->eps, 1);
+        else SUFFIX(rms_forward_row)(x + r * n, w, y + r * n, rstd + r, n, c->eps, 0);
+    }
+}
+
+/* One row of the backward: dx, and the row's dweight terms added to the partial sw (T; float32 chunks are flushed
+ * into the float64 partials every NORM_FLUSH_ROWS rows, as in layer_norm.c). */
+PYOPT_INLINE void SUFFIX(rms_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
+                                           T rstd_t, T *restrict dx, T *restrict sw, int64_t n, const int has_w)
+{
+    const double r = (double)rstd_t;
+    const T mean_gxhat = (T)(r * SUFFIX(norm_grad_dot)(dy, w, x, n, has_w) / (double)n);
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        const T xhat = x[j] * rstd_t;
+        const T g = has_w ? dy[j] * w[j] : dy[j];
+        dx[j] = (g - xhat * mean_gxhat) * rstd_t;
+        sw[j] += dy[j] * xhat;
+    }
+}
+
+PYOPT_INLINE void SUFFIX(rms_backward_blocks)(const void *vctx, int64_t begin, int64_t end)
+{
+    const rms_backward_ctx *c = (const rms_backward_ctx *)vctx;
+    const int64_t n = c->cols;
+    const T *dy = (const T *)c->dy, *x = (const T *)c->x, *w = (const T *)c->weight, *rstd = (const T *)c->rstd;
+    T *dx = (T *)c->dx;
+    for (int64_t blk = begin; blk < end; blk++) {
+        double *pw = c->partial_w + blk * n;
+        memset(pw, 0, (size_t)n * sizeof(double));
+        T *sw = c->scratch ? (T *)c->scratch + blk * n : (T *)pw; /* float64 rows: straight into pw */
+        if (c->scratch) memset(sw, 0, (size_t)n * sizeof(T));
+        const int64_t r0 = blk * c->rows_per_block;
+        const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
+        for (int64_t r = r0; r < r1; r++) {
+            if (w) SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 1);
+            else SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 0);
+            if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1))
+                SUFFIX(norm_flush_partial)(pw, sw, n);
+        }
+    }
+}
+
+static void SUFFIX(rms_forward_base)(const void *c, int64_t b, int64_t e) { SUFFIX(rms_forward_rows)(c, b, e); }
+PYOPT_TARGET_AVX2 static void SUFFIX(rms_forward_avx2)(const void *c, int64_t b, int64_t e)
+{
+    SUFFIX(rms_forward_rows)(c, b, e);
+}
+static void SUFFIX(rms_backward_base)(const void *c, int64_t b, int64_t e) { SUFFIX(rms_backward_blocks)(c, b, e); }
+PYOPT_TARGET_AVX2 static void SUFFIX(rms_backward_avx2)(const void *c, int64_t b, int64_t e)
+{
+    SUFFIX(rms_backward_blocks)(c, b, e);
+}
+
+int SUFFIX(pyopt_rms_norm_forward)(int64_t rows, int64_t cols, const T *x, const T *weight, double eps, T *y,
+                                   T *rstd, int isa)
+{
+    isa = pyopt_resolve_isa(isa);
+    if (isa < 0) return PYOPT_ERR_ISA;
+    rms_forward_ctx ctx = {cols, x, weight, y, rstd, eps};
+    norm_parallel_items(&ctx, rows, cols,
+                        isa == PYOPT_ISA_AVX2 ? SUFFIX(rms_forward_avx2) : SUFFIX(rms_forward_base));
+    return PYOPT_OK;
+}
+
+int SUFFIX(pyopt_rms_norm_backward)(int64_t rows, int64_t cols, const T *dy, const T *x, const T *weight,
+                                    const T *rstd, T *dx, T *dweight, int isa)
+{
+    isa = pyopt_resolve_isa(isa);
+    if (isa < 0) return PYOPT_ERR_ISA;
+    if (cols == 0) return PYOPT_OK; /* dx and dweight are empty */
+    const int64_t per = norm_rows_per_block(rows);
+    const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
+    const int chunked = sizeof(T) == sizeof(float);
+    double *partial = NULL;
+    if (n_blocks > 0) {
+        partial = (double *)malloc((size_t)(n_blocks * cols) * (sizeof(double) + (chunked ? sizeof(T) : 0)));
+        if (!partial) return PYOPT_ERR_NO_MEMORY;
+    }
+    rms_backward_ctx ctx = {rows, cols, per, dy, x, weight, rstd, dx, partial,
+                            partial && chunked ? (void *)(partial + n_blocks * cols) : NULL};
+    norm_parallel_items(&ctx, n_blocks, per * cols,
+                        isa == PYOPT_ISA_AVX2 ? SUFFIX(rms_backward_avx2) : SUFFIX(rms_backward_base));
+    norm_reduce_ctx red = {n_blocks, cols, partial, dweight};
+    norm_parallel_items(&red, cols, n_blocks, SUFFIX(norm_reduce_blocks));
+    free(partial);
+    return PYOPT_OK;
+}
+
+#endif
