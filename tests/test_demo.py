@@ -14,11 +14,6 @@ from pyopt.cli import main
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def needs(name):
-    missing = demo.missing_api(name)
-    return pytest.mark.skipif(bool(missing), reason=f"pyopt demo {name} needs {', '.join(missing)}")
-
-
 def check_png(path):
     """A PNG of a readable size: the signature, an IHDR of at least 400 x 200 pixels, and some content."""
     with open(path, "rb") as fh:
@@ -39,7 +34,6 @@ def run_tiny(name, tmp_path, **kwargs):
     return result
 
 
-@needs("optimizers")
 def test_optimizers_every_rule_lowers_the_loss(tmp_path):
     result = run_tiny("optimizers", tmp_path)
     runs = result["optimizers"]
@@ -53,7 +47,6 @@ def test_optimizers_every_rule_lowers_the_loss(tmp_path):
     assert runs["Nesterov"]["hparams"]["nesterov"] and runs["momentum"]["hparams"]["momentum"] == 0.9
 
 
-@needs("schedules")
 def test_schedules_cover_every_schedule_and_apply_their_closed_form(tmp_path):
     result = run_tiny("schedules", tmp_path)
     runs = result["schedules"]
@@ -73,7 +66,6 @@ def test_schedules_cover_every_schedule_and_apply_their_closed_form(tmp_path):
         assert h["final_train_loss"] < h["initial_train_loss"], label
 
 
-@needs("trajectories")
 def test_trajectories_show_the_lecture_claims(tmp_path):
     result = run_tiny("trajectories", tmp_path)
     valley, rosen = result["problems"]["valley"], result["problems"]["rosenbrock"]
@@ -91,7 +83,6 @@ def test_trajectories_show_the_lecture_claims(tmp_path):
                 assert r["diverged"] or r["final"] < r["initial"]
 
 
-@needs("init")
 def test_init_variances_and_normalization(tmp_path):
     result = run_tiny("init", tmp_path)
     assert len(result["files"]) == 3
@@ -113,7 +104,6 @@ def test_init_variances_and_normalization(tmp_path):
             assert not h["diverged"] and h["final_train_loss"] < h["initial_train_loss"], (norm, label)
 
 
-@needs("linesearch")
 def test_linesearch_budget(tmp_path):
     result = run_tiny("linesearch", tmp_path)
     methods = result["methods"]
@@ -154,7 +144,6 @@ def test_digits_standardized():
         demo_data.load("mnist")
 
 
-@needs("optimizers")
 def test_optimizers_demo_on_forced_spirals(tmp_path, monkeypatch):
     hide_sklearn(monkeypatch)
     result = run_tiny("optimizers", tmp_path, dataset="auto")
@@ -163,7 +152,6 @@ def test_optimizers_demo_on_forced_spirals(tmp_path, monkeypatch):
         assert h["final_train_loss"] < h["initial_train_loss"], label
 
 
-@needs("trajectories")
 def test_cli_demo_writes_and_says_where(tmp_path, capsys):
     assert main(["demo", "trajectories", "--tiny", "--quiet", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out

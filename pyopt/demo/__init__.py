@@ -20,7 +20,7 @@ download), or synthetic spirals when scikit-learn is absent (``dataset="spirals"
 """
 import importlib
 
-from pyopt.demo._common import DemoError, blas_single_thread, missing_api
+from pyopt.demo._common import DemoError, blas_single_thread
 
 DEMOS = {
     "optimizers": "pyopt.demo.optimizers",
@@ -31,7 +31,7 @@ DEMOS = {
 }
 USES_DATASET = ("optimizers", "schedules", "init", "linesearch")
 
-__all__ = ["DEMOS", "DemoError", "missing_api", "run"]
+__all__ = ["DEMOS", "DemoError", "run"]
 
 
 def run(name, out, *, seed=0, steps=None, tiny=False, progress=True, dataset="auto"):

@@ -1,13 +1,11 @@
-"""What every demo shares: matplotlib behind a clear error, the progress bar, the output folder, the API check."""
+"""What every demo shares: matplotlib behind a clear error, the progress bar, the output folder."""
 import contextlib
 import io
 import os
 
-import pyopt
-
 
 class DemoError(RuntimeError):
-    """A demo cannot run here (matplotlib or a pyopt feature is missing); the message says what to install."""
+    """A demo cannot run here (matplotlib is missing); the message says what to install."""
 
 
 def pyplot():
@@ -21,36 +19,6 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-# The public names each demo relies on; checked up front so that a missing one is a sentence, not a traceback.
-_OPTIMIZERS = ("optim.SGD", "optim.Adagrad", "optim.RMSprop", "optim.Adam", "optim.AdamW")
-_NORMS = ("functional.layer_norm", "functional.layer_norm_backward", "functional.batch_norm",
-          "functional.batch_norm_backward")
-NEEDS = {
-    "optimizers": _OPTIMIZERS + _NORMS,
-    "schedules": ("optim.SGD", "schedules.LRScheduler") + _NORMS,
-    "trajectories": ("optim.SGD",),
-    "init": ("init.lecun_normal", "init.xavier_normal", "init.he_normal") + _NORMS,
-    "linesearch": ("optim.SGD", "optim.GradientDescent", "optim.LBFGS"),
-}
-
-
-def missing_api(demo):
-    """The names (``optim.SGD``...) that ``demo`` needs and this pyopt lacks."""
-    missing = []
-    for dotted in NEEDS[demo]:
-        module, name = dotted.split(".")
-        if not hasattr(getattr(pyopt, module, None), name):
-            missing.append(f"pyopt.{dotted}")
-    return missing
-
-
-def check_api(demo):
-    missing = missing_api(demo)
-    if missing:
-        raise DemoError(f"pyopt demo {demo} needs {', '.join(missing)}, which this pyopt {pyopt.__version__} "
-                        "does not have")
 
 
 def output_dir(out):

@@ -10,7 +10,7 @@ import numpy as np
 
 from pyopt import optim
 from pyopt.demo import data as datasets
-from pyopt.demo._common import check_api, progress_bar, pyplot, save, steps_or
+from pyopt.demo._common import progress_bar, pyplot, save, steps_or
 from pyopt.demo.mlp import MLP, train
 
 INITS = {  # label: pyopt.init name or the standard deviation of a naive normal
@@ -42,7 +42,6 @@ def run(out, *, seed=0, steps=None, tiny=False, progress=True, dataset="auto"):
     """Measures the variances, trains the ReLU network from each start; writes ``init_variance.png``,
     ``init_normalization.png`` and ``init_training.png``; returns every curve."""
     plt = pyplot()
-    check_api("init")
     steps = steps_or(steps, 150, 20, tiny)
     data = datasets.load(dataset, rng=seed, limit=400 if tiny else None)
     depth, width = (6, 16) if tiny else (20, 64)

@@ -10,7 +10,7 @@ import numpy as np
 
 from pyopt import optim
 from pyopt.demo import data as datasets
-from pyopt.demo._common import check_api, progress_bar, pyplot, save, steps_or
+from pyopt.demo._common import progress_bar, pyplot, save, steps_or
 
 L2 = 1e-3
 SGD_RUNS = (("SGD, batch 1", 1, 0.02), ("SGD, batch 16", 16, 0.1))  # (label, batch size, lr)
@@ -101,7 +101,6 @@ def run(out, *, seed=0, steps=None, tiny=False, progress=True, dataset="auto"):
     """``steps``: the budget in passes over the training set (default 30): full-batch methods get that many
     objective evaluations, SGD that many epochs of sample-gradients.  Writes ``linesearch.png``."""
     plt = pyplot()
-    check_api("linesearch")
     passes = steps_or(steps, 30, 4, tiny)
     data = datasets.load(dataset, rng=seed, limit=400 if tiny else None)
     problem = SoftmaxRegression(data.x_train, data.y_train, data.classes)

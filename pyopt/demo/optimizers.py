@@ -5,7 +5,7 @@ import numpy as np
 
 from pyopt import optim
 from pyopt.demo import data as datasets
-from pyopt.demo._common import check_api, progress_bar, pyplot, save, steps_or
+from pyopt.demo._common import progress_bar, pyplot, save, steps_or
 from pyopt.demo.mlp import MLP, train
 
 # (label, class, keyword arguments): learning rates of the usual magnitude for each rule on this problem
@@ -25,7 +25,6 @@ COLORS = dict(zip([o[0] for o in OPTIMIZERS], ["C0", "C1", "C2", "C3", "C4", "C5
 def run(out, *, seed=0, steps=None, tiny=False, progress=True, dataset="auto", norm="layer"):
     """Trains the MLP with every optimizer; writes ``optimizers.png``; returns the metrics per optimizer."""
     plt = pyplot()
-    check_api("optimizers")
     steps = steps_or(steps, 800, 40, tiny)
     data = datasets.load(dataset, rng=seed, limit=400 if tiny else None)
     hidden = (32,) if tiny else (128, 128)

@@ -4,7 +4,7 @@ import numpy as np
 
 from pyopt import optim, schedules
 from pyopt.demo import data as datasets
-from pyopt.demo._common import check_api, progress_bar, pyplot, save, steps_or
+from pyopt.demo._common import progress_bar, pyplot, save, steps_or
 from pyopt.demo.mlp import MLP, train
 
 LR0 = 0.5
@@ -40,7 +40,6 @@ def make_schedules(total):
 def run(out, *, seed=0, steps=None, tiny=False, progress=True, dataset="auto"):
     """Trains with each schedule; writes ``schedules.png``; returns the lr curve and losses per schedule."""
     plt = pyplot()
-    check_api("schedules")
     steps = steps_or(steps, 600, 40, tiny)
     data = datasets.load(dataset, rng=seed, limit=400 if tiny else None)
     hidden = (32,) if tiny else (128, 128)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from pyopt import optim
-from pyopt.demo._common import check_api, progress_bar, pyplot, save, steps_or
+from pyopt.demo._common import progress_bar, pyplot, save, steps_or
 
 MOMENTUM = 0.9
 ESCAPE = 1e6  # a run whose iterate leaves this box has diverged
@@ -66,7 +66,6 @@ def run(out, *, seed=0, steps=None, tiny=False, progress=True):
     runs are deterministic.
     """
     plt = pyplot()
-    check_api("trajectories")
     steps = steps_or(steps, 200, 30, tiny)
     runs = [(name, lr, m) for name, spec in PROBLEMS.items() for lr in spec[3] for m in (0.0, MOMENTUM)]
     results = {name: {} for name in PROBLEMS}
