@@ -187,11 +187,68 @@ def _worse(c, worst):
     return (not c.ok) if c.ok != worst.ok else c.max_ulp > worst.max_ulp
 
 
+NORM_CHECK_SHAPES = {"layer_norm": [(0, 7), (1, 1023), (37, 129), (5, 3, 17)],
+                     "rms_norm": [(0, 7), (1, 1023), (37, 129), (5, 3, 17)],
+                     "batch_norm": [(2, 3, 5, 7), (13, 1, 4, 4), (8, 17), (4, 6, 0, 3)]}
+
+
+def _norm_calls(op, x, dy, w, b, backend):
+    """{output name: array} of one forward and one backward of ``op`` (training mode for BatchNorm)."""
+    from pyopt import functional as F
+
+    if op == "layer_norm":
+        shape = x.shape[-1:]
+        y, mean, rstd = F.layer_norm(x, shape, w, b, backend=backend)
+        dx, dw, db = F.layer_norm_backward(dy, x, w, mean, rstd, shape, backend=backend)
+        return dict(y=y, mean=mean, rstd=rstd, dx=dx, dweight=dw, dbias=db)
+    if op == "rms_norm":
+        shape = x.shape[-1:]
+        y, rstd = F.rms_norm(x, shape, w, backend=backend)
+        dx, dw = F.rms_norm_backward(dy, x, w, rstd, shape, backend=backend)
+        return dict(y=y, rstd=rstd, dx=dx, dweight=dw)
+    rm, rv = np.zeros(x.shape[1], x.dtype), np.ones(x.shape[1], x.dtype)
+    y, mean, rstd = F.batch_norm(x, w, b, rm, rv, training=True, backend=backend)
+    dx, dw, db = F.batch_norm_backward(dy, x, w, mean, rstd, training=True, backend=backend)
+    return dict(y=y, save_mean=mean, save_rstd=rstd, running_mean=rm, running_var=rv, dx=dx, dweight=dw, dbias=db)
+
+
+def check_norm(op, backend, dtype, *, seed=0):
+    """A norm's forward and backward on ``backend`` at awkward shapes, rows off-centre (1e3 + randn), against the
+    float64 reference computed from the same rounded inputs."""
+    rng = np.random.default_rng(seed)
+    worst, where = Comparison(True, 0.0, 0.0, 0.0, (), 0.0, 0.0, 0), ""
+    for shape in NORM_CHECK_SHAPES[op]:
+        width = shape[1] if op == "batch_norm" else shape[-1]
+        x = (1e3 + rng.standard_normal(shape)).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
+        w = (1 + 0.1 * rng.standard_normal(width)).astype(dtype)
+        b = (0.1 * rng.standard_normal(width)).astype(dtype)
+        fast = _norm_calls(op, x, dy, w, b, backend)
+        ref = _norm_calls(op, *(a.astype(np.float64) for a in (x, dy, w, b)), "numpy")
+        for name, value in fast.items():
+            kind = "norm_backward" if name.startswith("d") else "norm_forward"
+            c = Comparison.of(value, ref[name], *tolerance(kind, dtype))
+            if _worse(c, worst):
+                worst, where = c, f"{shape} {name}{list(c.worst_index)}"
+    return CheckRow(op, {"forward+backward": "1e3 + randn rows"}, backend, np.dtype(dtype).name, worst.ok,
+                    worst.max_abs, worst.max_rel, worst.max_ulp, where)
+
+
 def check_all(ops=None, backend_names=None):
-    """CheckRows for every optimizer op x config x available backend x dtype (filters: op and backend names)."""
+    """CheckRows for every optimizer op x config and norm op x available backend x dtype (filters: op and
+    backend names)."""
     from pyopt import backends
 
     rows = []
+    for op in NORM_CHECK_SHAPES:
+        if ops and op not in ops:
+            continue
+        for backend in backends.runnable(op):
+            if backend_names and backend not in backend_names:
+                continue
+            for dtype in (np.float32, np.float64):
+                with np.errstate(all="ignore"):
+                    rows.append(check_norm(op, backend, dtype))
     for cls_name, configs in CHECK_CONFIGS.items():
         op = cls_name.lower()
         if ops and op not in ops:

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from pyopt import __version__, _c, backends, harness
+from pyopt import __version__, _c, backends, harness, harness_norms
 from pyopt.runtime import get_num_threads
 
 
@@ -40,11 +40,17 @@ def bench(args):
     if not _c.available():
         console.print(f"[red]The C backend is unavailable: {_c.IMPORT_ERROR}[/red]")
         return 1
-    ops = args.ops.split(",") if args.ops else harness.available_optimizers()
-    unknown = [op for op in ops if op not in harness.available_optimizers()]
+    known = harness.available_optimizers() + list(harness_norms.NORM_OPS)
+    ops = args.ops.split(",") if args.ops else known
+    unknown = [op for op in ops if op not in known]
     if unknown:
-        console.print(f"[red]unknown ops {unknown}; choose from {harness.available_optimizers()}[/red]")
+        console.print(f"[red]unknown ops {unknown}; choose from {known}[/red]")
         return 2
+    norm_ops = [op for op in ops if op in harness_norms.NORM_OPS]
+    ops = [op for op in ops if op not in harness_norms.NORM_OPS]
+    norm_shapes = {op: (args.norm_shapes.split(",") if args.norm_shapes else
+                        (harness_norms.QUICK_NORM_SHAPES if args.quick else harness_norms.NORM_SHAPES)[op])
+                   for op in norm_ops}
     try:
         cases = _cases(args)
     except ValueError as exc:
@@ -56,9 +62,10 @@ def bench(args):
     info = harness.machine_info()
     console.print(f"pyopt {__version__}: {info['threads']} threads, ISAs {info['isas']}, {len(ops)} ops x "
                   f"{len(cases)} cases, {args.repeats} interleaved repeats, peers {', '.join(peers) or 'none'}")
-    rows, notes, measured = [], [], []
+    rows, notes, measured, norm_measured = [], [], [], []
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("probe", total=2 * len(cases) + len(ops) * len(cases) + 2)
+        n_norm = sum(len(s) for s in norm_shapes.values())
+        task = progress.add_task("probe", total=2 * len(cases) + len(ops) * len(cases) + n_norm + 2)
         triad_start = harness.probe_triad(2**24, args.repeats)
         progress.advance(task)
         probes = {}
@@ -73,6 +80,16 @@ def bench(args):
                 notes += [n for n in case_notes if n not in notes]
                 measured.append((op, case, timings))
                 progress.advance(task)
+        for op, shapes in norm_shapes.items():
+            for shape in shapes:
+                progress.update(task, description=f"{op} {shape}")
+                results, case_notes = harness_norms.run_norm_case(op, shape, pyopt_backends, peers=peers,
+                                                                  repeats=args.repeats)
+                notes += [n for n in case_notes if n not in notes]
+                numel = int(np.prod(harness_norms.shape_of(shape)))
+                probe = harness.probe_rw43(numel, args.repeats, cache_resident=False)
+                norm_measured.append((op, shape, results, probe))
+                progress.advance(task)
         probes_end = {case.name: harness.probe_rw43(case.numel, args.repeats, cache_resident=cache_resident)
                       for case, cache_resident in cases}
         triad_end = harness.probe_triad(2**24, args.repeats)
@@ -80,6 +97,8 @@ def bench(args):
     roofline = {name: min(probes[name].median, probes_end[name].median) for name in probes}
     for op, case, timings in measured:
         rows += _rows(op, case, timings, roofline[case.name], pyopt_backends[0])
+    for op, shape, results, probe in norm_measured:
+        rows += _norm_rows(op, shape, results, probe, pyopt_backends[0])
     table = Table(title="optimizer steps: median of interleaved repeats; GB/s from the minimum bytes; % of the "
                         "read-4/write-3 probe at the same size; speedup = contender time / pyopt time")
     for col in ("op", "case", "contender", "ms", "p20-p80 ms", "GB/s", "% probe", "us/tensor", "pyopt speedup"):
@@ -118,6 +137,23 @@ def _rows(op, case, timings, probe_seconds, first_backend):
                          pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs,
                          us_per_tensor=1e6 * t.median / len(case.sizes),
                          pyopt_speedup=t.median / base.median if base else None))
+    return rows
+
+
+def _norm_rows(op, shape_text, results, probe, first_backend):
+    shape = harness_norms.shape_of(shape_text)
+    numel = int(np.prod(shape))
+    probe_gbs = 28 * numel / probe.median / 1e9
+    rows = []
+    for which, timings in results.items():
+        nbytes = harness_norms.norm_bytes(op, shape, 4, which)
+        base = timings.get(f"pyopt-{first_backend}")
+        for name, t in timings.items():
+            gbs = nbytes / t.median / 1e9
+            rows.append(dict(op=op, case=f"{shape_text} {which}", tensors=1, numel=numel, contender=name,
+                             median_s=t.median, p20_s=t.p20, p80_s=t.p80, bytes=nbytes, gb_s=gbs,
+                             pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs, us_per_tensor=1e6 * t.median,
+                             pyopt_speedup=t.median / base.median if base else None))
     return rows
 
 
@@ -163,7 +199,6 @@ def _write_outputs(args, record, console):
 
 def check(args):
     """Every op x backend x dtype against the float64 reference; exit status 1 on any mismatch."""
-    from rich.console import Console
     from rich.table import Table
 
     from pyopt.check import check_all
@@ -229,6 +264,8 @@ def main(argv=None):
     b.add_argument("--ops", help="comma-separated ops (default: all)")
     b.add_argument("--sizes", help="comma-separated cases: 2^16, 65536, 200x1024, gpt2, resnet50, tiny200 "
                                    f"(default: {','.join(DEFAULT_CASES)})")
+    b.add_argument("--norm-shapes", help="comma-separated shapes for the norm ops, such as 2048x4096 or "
+                                         "32x64x56x56 (default: per op)")
     b.add_argument("--backends", default="c", help="pyopt backends to time (default: c)")
     b.add_argument("--against", default="numpy,torch,deepspeed",
                    help="peers: numpy,torch,deepspeed (those installed; an empty string for none)")
