@@ -53,27 +53,29 @@ def buffer_sets(case_bytes, *, cache_resident):
 
 
 SETTLE_SECONDS = 2e-3  # longer than an idle OpenMP worker spins (GOMP_SPINCOUNT's default: ~300k polls)
+SETTLE_BELOW = 20e-3   # a call this long is not moved by a spin tail or a cache refill: no settling needed
 
 
 def interleaved(contenders, repeats, warmup=1, settle=True):
     """{name: Timing} for callables ``fn(r)`` (r = repeat index) run round-robin, ``warmup`` rounds discarded.
 
-    With ``settle``, each timed call follows untimed calls of the same contender (at least one, for at least
+    With ``settle``, each timed call shorter than SETTLE_BELOW follows untimed calls of the same contender (at least one, for at least
     SETTLE_SECONDS): what the previous contender left behind (its data in the caches, and on this 2-core machine
     the other OpenMP runtime's threads still spinning: torch ships its own libgomp) is paid by the untimed calls,
     so each timing is the steady state of a training loop that runs one library, while the rounds still
     interleave the contenders against drift."""
     samples = {name: [] for name in contenders}
+    last = {name: 0.0 for name in contenders}
     for r in range(warmup + repeats):
         for name, fn in contenders.items():
-            if settle:
+            if settle and last[name] < SETTLE_BELOW:
                 start = time.perf_counter()
                 fn(r)
                 while time.perf_counter() - start < SETTLE_SECONDS:
                     fn(r)
             t0 = time.perf_counter()
             fn(r)
-            dt = time.perf_counter() - t0
+            dt = last[name] = time.perf_counter() - t0
             if r >= warmup:
                 samples[name].append(dt)
     return {name: Timing.of(s) for name, s in samples.items()}
