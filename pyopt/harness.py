@@ -267,27 +267,36 @@ def regressions(previous, current, min_change=0.05):
 
 
 def plot(record, path):
-    """GB/s against elements per contender, one panel per op, with the probe as the roofline."""
+    """GB/s against elements per contender, one panel per op (norms: forward+backward), with the probe as the
+    roofline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ops = sorted({r["op"] for r in record["rows"]})
-    fig, axes = plt.subplots(1, len(ops), figsize=(4.5 * len(ops), 4), squeeze=False)
-    for ax, op in zip(axes[0], ops):
-        rows = [r for r in record["rows"] if r["op"] == op]
-        for contender in sorted({r["contender"] for r in rows}):
-            pts = sorted((r["numel"], r["gb_s"]) for r in rows if r["contender"] == contender)
-            ax.plot(*zip(*pts), marker="o", label=contender, lw=2.5 if contender.startswith("pyopt") else 1)
-        roof = sorted({(r["numel"], r["probe_gb_s"]) for r in rows})
+    rows = [r for r in record["rows"] if " " not in r["case"] or r["case"].endswith(" both")]
+    ops = sorted({r["op"] for r in rows})
+    ncols = min(4, len(ops))
+    nrows = -(-len(ops) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    colors = {}
+    for ax, op in zip(axes.flat, ops):
+        op_rows = [r for r in rows if r["op"] == op]
+        for contender in sorted({r["contender"] for r in op_rows}):
+            pts = sorted((r["numel"], r["gb_s"]) for r in op_rows if r["contender"] == contender)
+            color = colors.setdefault(contender, f"C{len(colors)}")
+            ax.plot(*zip(*pts), marker="o", color=color, label=contender,
+                    lw=2.5 if contender.startswith("pyopt") else 1)
+        roof = sorted({(r["numel"], r["probe_gb_s"]) for r in op_rows})
         ax.plot(*zip(*roof), "k--", label="probe (read-4/write-3)")
         ax.set_xscale("log")
-        ax.set_title(op)
+        ax.set_title(op + (" (forward+backward)" if "norm" in op else ""))
         ax.set_xlabel("elements per step")
         ax.set_ylabel("GB/s (declared minimum bytes)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(ops):]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
