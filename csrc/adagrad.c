@@ -9,7 +9,7 @@
  * operation.
  * Bytes per element (fp32): read p, g, s and write p, s = 20.
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "common.h"
 
@@ -19,18 +19,8 @@ typedef struct {
     const pyopt_adagrad_hparams *hp;
 } adagrad_ctx;
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "adagrad.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "adagrad.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "adagrad.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 

@@ -11,7 +11,7 @@
  * which is torch.optim.Adam's single-tensor formula, operation for operation.
  * Bytes per element (fp32): read p, g, m, v and write p, m, v = 28 (amsgrad: +8).
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "common.h"
 
@@ -21,18 +21,8 @@ typedef struct {
     const pyopt_adam_hparams *hp;
 } adam_ctx;
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "adam.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "adam.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "adam.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 

@@ -16,7 +16,7 @@
  * sums pass.  The residual mean of x - save_mean re-centres xhat (see layer_norm.c).
  * Bytes per element (fp32): training forward 12, eval forward 8, training backward 20, eval backward 12.
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "norm_common.h"
 
@@ -95,18 +95,8 @@ typedef struct {
     double *p0, *p1, *p2, *p3;                        /* partials [k][channels] */
 } bn_ctx;
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "batch_norm.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "batch_norm.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "batch_norm.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 #include "norm_lanes.h"

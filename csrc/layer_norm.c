@@ -19,7 +19,7 @@
  * elements, NORM_FLUSH_ROWS rows) added into float64, which halves the backward's instructions; the forward's
  * statistics stay float64 throughout (the accuracy claims are about them).
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "norm_common.h"
 
@@ -38,18 +38,8 @@ typedef struct {
     void *scratch;                 /* float32: [block][2][cols] row-chunk partials; NULL for float64 */
 } ln_backward_ctx;
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "layer_norm.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "layer_norm.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "layer_norm.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 #include "norm_lanes.h"

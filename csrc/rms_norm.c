@@ -8,7 +8,7 @@
  * Parallel structure, determinism and the float32 backward chunks as in layer_norm.c: one row at a time,
  * dweight from a fixed number of row blocks summed in block order.
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "norm_common.h"
 
@@ -27,18 +27,8 @@ typedef struct {
     void *scratch;     /* float32: [block][cols] row-chunk partials; NULL for float64 */
 } rms_backward_ctx;
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "rms_norm.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "rms_norm.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "rms_norm.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 #include "norm_lanes.h"

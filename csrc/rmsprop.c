@@ -10,7 +10,7 @@
  * which is torch.optim.RMSprop's single-tensor formula, operation for operation.
  * Bytes per element (fp32): read p, g, s and write p, s = 20; +8 for grad_avg (centered), +8 for momentum_buffer.
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "common.h"
 
@@ -19,18 +19,8 @@ typedef struct {
     const pyopt_rmsprop_hparams *hp;
 } rmsprop_ctx;
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "rmsprop.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "rmsprop.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "rmsprop.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 

@@ -15,7 +15,7 @@
  * pair of range functions for the call's modes and a small dispatcher picks one of the pair per tensor: still no
  * per-element branch.
  *
- * This file is its own template: it includes itself once for float and once for double (T, SUFFIX). */
+ * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE
 #include "common.h"
 
@@ -34,18 +34,8 @@ static void sgd_range_dispatch(const void *vctx, int64_t t, int64_t begin, int64
     ctx->fn[first](vctx, t, begin, end);
 }
 
-#define PYOPT_TEMPLATE
-#define T float
-#define SUFFIX(name) name##_f32
-#include "sgd.c"
-#undef T
-#undef SUFFIX
-#define T double
-#define SUFFIX(name) name##_f64
-#include "sgd.c"
-#undef T
-#undef SUFFIX
-#undef PYOPT_TEMPLATE
+#define PYOPT_TEMPLATE_FILE "sgd.c"
+#include "instantiate.h"
 
 #else /* ---------------- per-dtype part ---------------- */
 

@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.ptx
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    pytest.skip("compile_ptx does not work under the CUDA simulator", allow_module_level=True)
+    pytest.skip(reason="compile_ptx does not work under the CUDA simulator", allow_module_level=True)
 
 FAMILIES = ("adam", "sgd", "adagrad", "rmsprop")
 
@@ -37,7 +37,7 @@ def cuda():
         message = f"cannot compile PTX here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         if os.environ.get("PYOPT_REQUIRE_PTX") == "1":
             pytest.fail(message + "; install numba-cuda and nvidia-cuda-nvrtc (the test extra)")
-        pytest.skip(message)
+        pytest.skip(reason=message)
     return module
 
 

@@ -22,7 +22,7 @@ import pytest
 pytestmark = pytest.mark.cudasim
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    pytest.skip("simulator tests: run `NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim` in a process of their own",
+    pytest.skip(reason="simulator tests: run `NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim` in a process of their own",
                 allow_module_level=True)
 
 from _compare import assert_bitwise  # noqa: E402

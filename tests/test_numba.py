@@ -121,7 +121,7 @@ def test_kernel_is_bitwise_the_reference(family, config, dtype, rng):
 def test_c_equals_numba_bitwise_in_float64(family, config, rng):
     """C == numba, bit for bit, in float64 (and float32): both follow the reference's operation order."""
     if backends.available()["c"] is not None or (family, "c") not in backends._kernels:
-        pytest.skip(f"no C kernel for {family} in this build")
+        pytest.skip(reason=f"no C kernel for {family} in this build")
     ref_fn, _, configs = FAMILY_CASES[family]
     hparams = dict(DEFAULTS[family], **configs[config])
     roles = used_roles(family, hparams)
