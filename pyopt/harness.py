@@ -163,9 +163,17 @@ def optimizer_bytes(op, case):
 
 
 def make_sets(case, n_sets, seed=0):
+    """``n_sets`` independent (params, grads) lists: uniform values (never zeros), drawn straight in the case's
+    dtype (a normal draw in float64 then a cast costs seconds per GPT-2-sized set and measures nothing)."""
     rng = np.random.default_rng(seed)
-    return [([rng.standard_normal(n).astype(case.dtype) for n in case.sizes],
-             [(1e-2 * rng.standard_normal(n)).astype(case.dtype) for n in case.sizes]) for _ in range(n_sets)]
+
+    def draw(n, scale):
+        a = rng.random(n, dtype=case.dtype)
+        a -= 0.5
+        a *= 2 * scale
+        return a
+
+    return [([draw(n, 1.0) for n in case.sizes], [draw(n, 1e-2) for n in case.sizes]) for _ in range(n_sets)]
 
 
 def pyopt_contender(op, backend, sets):
@@ -176,25 +184,27 @@ def pyopt_contender(op, backend, sets):
 
 
 def optimizer_contenders(op, case, backends, peers, *, cache_resident):
-    """({label: fn(r)}, [notes on peers left out]) for one op on one case; every contender gets its own copy of
-    the same data, so in-place updates do not interact."""
+    """({label: fn(r)}, [notes on peers left out]) for one op on one case."""
     from pyopt import peers as peer_impls
 
     n_sets = buffer_sets(optimizer_bytes(op, case), cache_resident=cache_resident)
     kwargs = OPTIMIZERS[op][1]
+    # one data set shared by every contender (each keeps its own state): the values drift by everyone's small
+    # updates, which changes no timing, and a GPT-2 case does not need a gigabyte of fresh data per contender
+    sets = make_sets(case, n_sets)
     contenders, notes = {}, []
     for b in backends:
-        contenders[f"pyopt-{b}"] = pyopt_contender(op, b, make_sets(case, n_sets))
+        contenders[f"pyopt-{b}"] = pyopt_contender(op, b, sets)
     if "numpy" in peers:
         if case.numel <= NUMPY_MAX_ELEMENTS:
-            contenders["numpy"] = pyopt_contender(op, "numpy", make_sets(case, n_sets))
-            contenders.update(peer_impls.numpy_inplace_contenders(op, kwargs, make_sets(case, n_sets)))
+            contenders["numpy"] = pyopt_contender(op, "numpy", sets)
+            contenders.update(peer_impls.numpy_inplace_contenders(op, kwargs, sets))
         else:
             notes.append(f"numpy left out of {case.name} (over {NUMPY_MAX_ELEMENTS} elements: seconds per step)")
     for peer, factory in (("torch", peer_impls.torch_contenders), ("deepspeed", peer_impls.deepspeed_contenders)):
         if peer in peers:
             try:
-                contenders.update(factory(op, kwargs, make_sets(case, n_sets)))
+                contenders.update(factory(op, kwargs, sets))
             except ImportError as exc:
                 notes.append(f"{peer} not measured: {exc}")
     return contenders, notes

@@ -97,7 +97,7 @@ def torch_contenders(op, kwargs, sets):
     for label, extra in variants.items():
         opts = []
         for params, grads in sets:
-            tparams = [torch.from_numpy(p) for p in params]  # each contender has its own copy of the data
+            tparams = [torch.from_numpy(p) for p in params]  # the same memory: torch updates pyopt's arrays in place
             for tp, g in zip(tparams, grads):
                 tp.grad = torch.from_numpy(g)
             opts.append(getattr(torch.optim, TORCH_CLASSES[op])(tparams, **kwargs, **extra))
