@@ -391,7 +391,7 @@ def fill_per_step(fn, steps, rows):
     if steps.size == 0:
         return
     first = int(steps[0])
-    if steps.size == 1 or (steps == first).all():
+    if steps.size == 1 or steps.strides == (0,) or (steps == first).all():
         for row, value in zip(rows, fn(first)):
             row.fill(value)
         return

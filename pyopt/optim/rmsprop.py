@@ -71,6 +71,6 @@ class RMSprop(Optimizer):
     def state_roles(self, hparams):
         return rmsprop_state_roles(hparams)
 
-    def per_tensor(self, indices, hparams):
+    def per_tensor(self, indices, hparams, steps):
         # the step is counted (torch keeps it in the state) but the rule does not depend on it
         return {}

@@ -85,7 +85,7 @@ class SGD(Optimizer):
             self._filled = filled = grown
         return filled
 
-    def per_tensor(self, indices, hparams):
+    def per_tensor(self, indices, hparams, steps):
         # a step without momentum fills no buffer, and a buffer created later starts as a clone of the gradient
         # (indices may be a slice: the base passes runs of consecutive params that way)
         filled = self._filled_flags()[indices]
