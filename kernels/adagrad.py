@@ -4,7 +4,6 @@
 The weight-decay mode is a constant of each compiled driver; the decayed rate ``lr / (1 + (t-1) lr_decay)`` is
 computed per tensor on the host in float64 and rounded to the arrays' dtype.  Bytes per element (fp32): 20.
 """
-import itertools
 
 import numpy as np
 

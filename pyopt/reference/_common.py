@@ -1,5 +1,4 @@
 """Small pieces the references share."""
-import numpy as np
 
 
 def lerp(start, end, weight):
