@@ -1,7 +1,8 @@
 """Shared pieces of the norm tests: the backend fixture (numpy, C baseline, C AVX2), input makers that fit the
 domain (rows off-centre, never zeros), guard-banded outputs and finite differences."""
 import numpy as np
-import pytest
+
+from _backends import backend_fixture
 
 from pyopt import _c
 
@@ -9,15 +10,7 @@ BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2")]
 DTYPES = [np.float32, np.float64]
 
 
-@pytest.fixture(params=BACKENDS, ids=lambda b: b[0] + (f"-{b[1]}" if b[1] else ""))
-def backend(request):
-    """A backend name, with the C ISA variant forced for the test's duration."""
-    name, isa = request.param
-    if isa is not None and isa not in _c.isas():
-        pytest.skip(reason=f"this CPU cannot run the {isa} variant")
-    previous = _c.set_isa(isa or "auto")
-    yield name
-    _c.set_isa(previous)
+backend = backend_fixture(BACKENDS)  # a backend name, with the C ISA variant forced for the test's duration
 
 
 def both_isas(run):

@@ -8,6 +8,8 @@ import pytest
 # the helpers beside the tests (_compare, _tolerances, _families) import as top-level modules
 sys.path.insert(0, os.path.dirname(__file__))
 
+from _backends import backend_fixture  # noqa: E402  (a helper beside the tests)
+
 
 @pytest.fixture(autouse=True)
 def _seeded():
@@ -31,15 +33,6 @@ def pytest_configure(config):
             "`python -m pytest` from the repository root imports the unbuilt source tree.")
 
 
-@pytest.fixture(params=[("numpy", None), ("c", "baseline"), ("c", "avx2")], ids=["numpy", "c-baseline", "c-avx2"])
-def backend(request):
-    """Each backend, and each ISA variant of the C kernels (forced, then restored); the family test files use
-    it (test_optimizers.py has its own copy over _families.BACKENDS)."""
-    from pyopt import _c
-
-    name, isa = request.param
-    if isa is not None and isa not in _c.isas():
-        pytest.skip(reason=f"this CPU cannot run the {isa} variant")
-    previous = _c.set_isa(isa or "auto")
-    yield name
-    _c.set_isa(previous)
+# each backend, and each ISA variant of the C kernels; the family test files use it (test_optimizers.py makes its
+# own over _families.BACKENDS, which adds numba)
+backend = backend_fixture([("numpy", None), ("c", "baseline"), ("c", "avx2")])

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from _backends import backend_fixture
 from _compare import assert_bitwise, assert_close
 from _families import BACKENDS, FAMILIES
 from _tolerances import OPTIMIZER, tolerance
@@ -17,21 +18,8 @@ DTYPES = [np.float32, np.float64]
 CASES = [(name, k) for name, fam in FAMILIES.items() for k in range(len(fam.configs))]
 
 
-def _use_backend(request):
-    name, isa = request.param
-    if isa is not None and isa not in _c.isas():
-        pytest.skip(reason=f"this CPU cannot run the {isa} variant")
-    previous = _c.set_isa(isa or "auto")
-    yield name
-    _c.set_isa(previous)
-
-
-def _backend_id(b):
-    return b[0] + (f"-{b[1]}" if b[1] else "")
-
-
-backend = pytest.fixture(params=BACKENDS, ids=_backend_id)(_use_backend)
-fast_backend = pytest.fixture(params=[b for b in BACKENDS if b[0] != "numpy"], ids=_backend_id)(_use_backend)
+backend = backend_fixture(BACKENDS)
+fast_backend = backend_fixture([b for b in BACKENDS if b[0] != "numpy"])
 
 
 def make_params(rng, dtype, sizes=SIZES):
