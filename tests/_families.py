@@ -2,6 +2,8 @@
 exercise every mode flag.  Adding a family here puts it through every table-driven test."""
 from dataclasses import dataclass, field
 
+import numpy as np
+
 import pyopt
 
 
@@ -63,3 +65,8 @@ FAMILIES = {
 
 # (backend, C ISA variant); every family registers a kernel for each (kernels/ has the numba ones of all four)
 BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2"), ("numba", None)]
+
+
+def draw(rng, dtype=np.float32, sizes=(1, 7, 1023, 40000, 0)):
+    """Random params for the family tests: odd sizes, an empty tensor last."""
+    return [rng.standard_normal(n).astype(dtype) for n in sizes]

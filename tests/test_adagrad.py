@@ -5,27 +5,14 @@ import re
 import numpy as np
 import pytest
 from _compare import assert_bitwise
-from _families import FAMILIES
-from _torch import run_against_torch, torch
+from _families import FAMILIES, draw
+from _torch import torch
 
 import pyopt
 from pyopt.functional import adagrad_step
 from pyopt.reference.adagrad import clr
 
 CONFIGS = FAMILIES["adagrad"].configs
-
-
-def draw(rng, dtype=np.float32, sizes=(1, 7, 1023, 40000, 0)):
-    return [rng.standard_normal(n).astype(dtype) for n in sizes]
-
-
-@pytest.mark.parametrize("config", range(len(CONFIGS)))
-def test_reference_matches_torch_in_float64(config, rng):
-    run_against_torch("adagrad", CONFIGS[config], rng)
-
-
-def test_c_matches_torch_in_float64(rng):
-    run_against_torch("adagrad", CONFIGS[-1], rng, backend="c")
 
 
 def test_param_groups_with_their_own_initial_accumulator(rng):

@@ -1,23 +1,8 @@
-"""Adam/AdamW-specific tests: the float64 reference against torch.optim.Adam / AdamW, and identities."""
+"""Adam/AdamW-specific tests: identities (the torch parity runs with every family in test_optimizers.py)."""
 import numpy as np
-import pytest
 from _compare import assert_bitwise
-from _families import FAMILIES
-from _torch import run_against_torch
 
 import pyopt
-
-CASES = [(name, k) for name in ("adam", "adamw") for k in range(len(FAMILIES[name].configs))]
-
-
-@pytest.mark.parametrize("family,config", CASES)
-def test_reference_matches_torch_in_float64(family, config, rng):
-    run_against_torch(family, FAMILIES[family].configs[config], rng)
-
-
-@pytest.mark.parametrize("family", ["adam", "adamw"])
-def test_c_matches_torch_in_float64(family, rng):
-    run_against_torch(family, FAMILIES[family].configs[-1], rng, backend="c")
 
 
 def test_adamw_with_zero_weight_decay_is_adam(backend, rng):

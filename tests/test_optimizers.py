@@ -8,6 +8,7 @@ import pytest
 from _backends import backend_fixture
 from _compare import assert_bitwise, assert_close
 from _families import BACKENDS, FAMILIES
+from _torch import run_against_torch
 from _tolerances import OPTIMIZER, tolerance
 
 import pyopt
@@ -345,3 +346,14 @@ def test_step_counts_survive_plan_changes_and_mixed_steps(family, backend, rng):
     fast.add_param_group({"params": [np.ones(4)]})
     fast.step(make_grads(rng, params) + [np.ones(4)])
     assert [fast.state_dict()["state"][k]["step"] for k in range(4)] == [c + 1 for c in counts] + [1]
+
+
+@pytest.mark.parametrize("family,config", CASES)
+def test_reference_matches_torch_in_float64(family, config, rng):
+    """The float64 reference follows torch.optim's formulas: every param and state buffer, 7 steps."""
+    run_against_torch(family, FAMILIES[family].configs[config], rng)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_c_matches_torch_in_float64(family, rng):
+    run_against_torch(family, FAMILIES[family].configs[-1], rng, backend="c")

@@ -5,26 +5,13 @@ import re
 import numpy as np
 import pytest
 from _compare import assert_bitwise
-from _families import FAMILIES
-from _torch import run_against_torch, torch
+from _families import FAMILIES, draw
+from _torch import torch
 
 import pyopt
 from pyopt.functional import rmsprop_step
 
 CONFIGS = FAMILIES["rmsprop"].configs
-
-
-def draw(rng, dtype=np.float32, sizes=(1, 7, 1023, 40000, 0)):
-    return [rng.standard_normal(n).astype(dtype) for n in sizes]
-
-
-@pytest.mark.parametrize("config", range(len(CONFIGS)))
-def test_reference_matches_torch_in_float64(config, rng):
-    run_against_torch("rmsprop", CONFIGS[config], rng)
-
-
-def test_c_matches_torch_in_float64(rng):
-    run_against_torch("rmsprop", CONFIGS[-1], rng, backend="c")
 
 
 @pytest.mark.parametrize("centered", [False, True])
