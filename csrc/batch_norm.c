@@ -93,6 +93,7 @@ typedef struct {
     void *y;                                          /* y (forward) or dx (backward) */
     const void *coef;                                 /* per-channel constants of the elementwise pass */
     double *p0, *p1, *p2, *p3;                        /* partials [k][channels] */
+    int stream;                                       /* non-temporal stores for y / dx (norm_common.h) */
 } bn_ctx;
 
 #define PYOPT_TEMPLATE_FILE "batch_norm.c"
@@ -119,6 +120,28 @@ PYOPT_INLINE void SUFFIX(bn_tile_stats)(const bn_geom *g, const T *x, const bn_t
     }
     const double inv = 1.0 / (double)((o1 - o0) * len);
     for (int64_t c = b->c0; c < b->c1; c++) mean[c] *= inv;
+    if (inner > 1 && sizeof(T) == sizeof(float)) {
+        /* float32 runs: sums of d = x - mean and d^2 in float32 chunks (norm_centred_sums_f32), then the mean
+         * and m2 corrected by the sum of d (the first pass's mean is a float32-chunk estimate) */
+        double shift[BN_BLOCK / 2]; /* channels per planar tile: at most BN_BLOCK / inner */
+        for (int64_t c = b->c0; c < b->c1; c++) shift[c - b->c0] = 0.0;
+        for (int64_t o = o0; o < o1; o++) {
+            const T *row = x + o * C * inner + b->i0;
+            for (int64_t c = b->c0; c < b->c1; c++) {
+                double s[2];
+                SUFFIX(norm_centred_sums_f32)((const float *)(row + c * inner), len, mean[c],
+                                              (const float *)(row + c * inner), s);
+                shift[c - b->c0] += s[0];
+                m2[c] += s[1];
+            }
+        }
+        for (int64_t c = b->c0; c < b->c1; c++) {
+            const double sd = shift[c - b->c0], v = m2[c] - sd * sd * inv;
+            mean[c] += sd * inv;
+            m2[c] = v > 0.0 ? v : 0.0;
+        }
+        return;
+    }
     for (int64_t o = o0; o < o1; o++) {
         const T *row = x + o * C * inner + b->i0;
         if (inner == 1) {
@@ -228,6 +251,7 @@ PYOPT_INLINE void SUFFIX(bn_sums_tasks)(const void *vctx, int64_t begin, int64_t
 PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end, const int backward)
 {
     const bn_geom *g = &ctx->g;
+    const int stream = ctx->stream;
     const int64_t C = g->channels;
     const T *x = (const T *)ctx->x, *dy = (const T *)ctx->dy, *cf = (const T *)ctx->coef;
     T *out = (T *)ctx->y;
@@ -237,14 +261,11 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
         if (g->inner == 1) { /* channels-last: item = row, the constants vary along it */
             const T *xr = x + item * C, *dyr = backward ? dy + item * C : NULL;
             T *o = out + item * C;
-            if (backward) {
-#pragma omp simd
-                for (int64_t c = 0; c < C; c++)
-                    o[c] = k1[c] * ((dyr[c] - k2[c]) - (((xr[c] - hi[c]) - lo[c]) * k4[c]) * k3[c]);
-            } else {
-#pragma omp simd
-                for (int64_t c = 0; c < C; c++) o[c] = ((xr[c] - hi[c]) - lo[c]) * k1[c] + k2[c];
-            }
+            if (backward)
+                NORM_STORE_ROW(T, o, C, stream, NULL, NULL, c,
+                               k1[c] * ((dyr[c] - k2[c]) - (((xr[c] - hi[c]) - lo[c]) * k4[c]) * k3[c]));
+            else
+                NORM_STORE_ROW(T, o, C, stream, NULL, NULL, c, ((xr[c] - hi[c]) - lo[c]) * k1[c] + k2[c]);
             continue;
         }
         /* planar: item = (run, slice), one channel's constants */
@@ -256,13 +277,12 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
         if (backward) {
             const T *dyr = dy + off;
             const T q = k3[c], r = k4[c];
-#pragma omp simd
-            for (int64_t i = 0; i < len; i++) o[i] = a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q);
+            NORM_STORE_ROW(T, o, len, stream, NULL, NULL, i, a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q));
         } else {
-#pragma omp simd
-            for (int64_t i = 0; i < len; i++) o[i] = ((xr[i] - h) - l) * a + b;
+            NORM_STORE_ROW(T, o, len, stream, NULL, NULL, i, ((xr[i] - h) - l) * a + b);
         }
     }
+    if (stream) norm_stream_fence();
 }
 
 #define BN_ISA_VARIANTS(name, body)                                                                           \
@@ -303,7 +323,7 @@ int SUFFIX(pyopt_batch_norm_forward)(int64_t outer, int64_t channels, int64_t in
     const int64_t count = outer * inner;
     if (count == 0 || channels == 0) return PYOPT_OK; /* the caller handles empty batches */
     bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, NULL, weight, bias, NULL, NULL, y, NULL, NULL, NULL,
-                  NULL, NULL};
+                  NULL, NULL, pyopt_stream_outputs(2 * count * channels * (int64_t)sizeof(T))};
     const bn_geom *g = &ctx.g;
     void *ws = SUFFIX(bn_workspace)(&ctx, 4, 4);
     if (!ws) return PYOPT_ERR_NO_MEMORY;
@@ -357,7 +377,7 @@ int SUFFIX(pyopt_batch_norm_backward)(int64_t outer, int64_t channels, int64_t i
         return PYOPT_OK;
     }
     bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, dy, weight, NULL, save_mean, save_rstd, dx, NULL, NULL,
-                  NULL, NULL, NULL};
+                  NULL, NULL, NULL, pyopt_stream_outputs(3 * count * channels * (int64_t)sizeof(T))};
     const bn_geom *g = &ctx.g;
     void *ws = SUFFIX(bn_workspace)(&ctx, 3, 6);
     if (!ws) return PYOPT_ERR_NO_MEMORY;

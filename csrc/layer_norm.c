@@ -28,6 +28,7 @@ typedef struct {
     const void *x, *weight, *bias;
     void *y, *mean, *rstd;
     double eps;
+    int stream; /* non-temporal stores for y (norm_common.h) */
 } ln_forward_ctx;
 
 typedef struct {
@@ -36,6 +37,7 @@ typedef struct {
     void *dx;
     double *partial_w, *partial_b; /* [block][cols] */
     void *scratch;                 /* float32: [block][2][cols] row-chunk partials; NULL for float64 */
+    int stream;                    /* non-temporal stores for dx (norm_common.h) */
 } ln_backward_ctx;
 
 #define PYOPT_TEMPLATE_FILE "layer_norm.c"
@@ -44,23 +46,20 @@ typedef struct {
 #else /* ---------------- per-dtype part ---------------- */
 #include "norm_lanes.h"
 
-PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *restrict w, const T *restrict b,
+PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *ahead, const T *restrict w, const T *restrict b,
                                          T *restrict y, T *mean_out, T *rstd_out, int64_t n, double eps,
-                                         const int has_w, const int has_b)
+                                         const int has_w, const int has_b, const int stream)
 {
-    const double mean = SUFFIX(norm_sum)(x, n) / (double)n;
-    const double var = SUFFIX(norm_sum_sq_dev)(x, n, mean) / (double)n;
+    double mean, var;
+    SUFFIX(norm_mean_var)(x, n, ahead, &mean, &var);
     const double rstd = 1.0 / sqrt(var + eps);
     T mh, ml;
     NORM_SPLIT(T, mean, mh, ml);
     const T r = (T)rstd;
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) {
-        T v = ((x[j] - mh) - ml) * r;
-        if (has_w) v = v * w[j];
-        if (has_b) v = v + b[j];
-        y[j] = v;
-    }
+#define LN_Y(j) (has_b ? (has_w ? (((x[j] - mh) - ml) * r) * w[j] : ((x[j] - mh) - ml) * r) + b[j] \
+                       : (has_w ? (((x[j] - mh) - ml) * r) * w[j] : ((x[j] - mh) - ml) * r))
+    NORM_STORE_ROW(T, y, n, stream, NULL, NULL, j, LN_Y(j));
+#undef LN_Y
     *mean_out = (T)mean;
     *rstd_out = r;
 }
@@ -73,13 +72,21 @@ PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64
     T *y = (T *)c->y, *mean = (T *)c->mean, *rstd = (T *)c->rstd;
     /* the affine flags are constants in each loop, never a per-element branch */
     for (int64_t r = begin; r < end; r++) {
-        const T *xr = x + r * n;
+        const T *xr = x + r * n, *ahead = r + 1 < end ? xr + n : xr;
         T *yr = y + r * n;
-        if (w && b) SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1);
-        else if (w) SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0);
-        else if (b) SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1);
-        else SUFFIX(ln_forward_row)(xr, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0);
+        if (c->stream) {
+            if (w && b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1, 1);
+            else if (w) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0, 1);
+            else if (b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1, 1);
+            else SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0, 1);
+        } else {
+            if (w && b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1, 0);
+            else if (w) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0, 0);
+            else if (b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1, 0);
+            else SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0, 0);
+        }
     }
+    if (c->stream) norm_stream_fence();
 }
 
 /* A row's backward constants, from its first pass over dy and x. */
@@ -105,20 +112,26 @@ PYOPT_INLINE SUFFIX(ln_coef) SUFFIX(ln_backward_coef)(const T *restrict dy, cons
     return cf;
 }
 
-/* The second pass over one row: dx, and the row's dweight/dbias terms added to the block's partials sw/sb (T;
- * for float32 they are flushed into the float64 partials every NORM_FLUSH_ROWS rows, see ln_backward_rows). */
+/* dx[j] of one row, adding the row's dweight/dbias terms to the block's partials sw/sb (T; for float32 they are
+ * flushed into the float64 partials every NORM_FLUSH_ROWS rows, see ln_backward_rows). */
+PYOPT_INLINE T SUFFIX(ln_dx)(int64_t j, const T *restrict dy, const T *restrict x, const T *restrict w,
+                             const SUFFIX(ln_coef) *cf, T *restrict sw, T *restrict sb, const int has_w)
+{
+    const T xhat = ((x[j] - cf->mh) - cf->ml) * cf->rstd;
+    const T g = has_w ? dy[j] * w[j] : dy[j];
+    sw[j] += dy[j] * xhat;
+    sb[j] += dy[j];
+    return ((g - cf->mean_g) - xhat * cf->mean_gxhat) * cf->rstd;
+}
+
+/* The second pass over one row: dx (streamed when the call is large), the partials, and the next row's dy and x
+ * prefetched (ahead_dy, ahead_x). */
 PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
                                           SUFFIX(ln_coef) cf, T *restrict dx, T *restrict sw, T *restrict sb,
-                                          int64_t n, const int has_w)
+                                          int64_t n, const int has_w, const int stream, const T *ahead_dy,
+                                          const T *ahead_x)
 {
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) {
-        const T xhat = ((x[j] - cf.mh) - cf.ml) * cf.rstd;
-        const T g = has_w ? dy[j] * w[j] : dy[j];
-        dx[j] = ((g - cf.mean_g) - xhat * cf.mean_gxhat) * cf.rstd;
-        sw[j] += dy[j] * xhat;
-        sb[j] += dy[j];
-    }
+    NORM_STORE_ROW(T, dx, n, stream, ahead_dy, ahead_x, j, SUFFIX(ln_dx)(j, dy, x, w, &cf, sw, sb, has_w));
 }
 
 PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0, int64_t r1, double *pw,
@@ -130,7 +143,9 @@ PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0,
     T *dx = (T *)c->dx;
     for (int64_t r = r0; r < r1; r++) {
         const SUFFIX(ln_coef) cf = SUFFIX(ln_backward_coef)(dy + r * n, x + r * n, w, mean[r], rstd[r], n, has_w);
-        SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, cf, dx + r * n, sw, sb, n, has_w);
+        const int64_t next = r + 1 < r1 ? (r + 1) * n : r * n;
+        SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, cf, dx + r * n, sw, sb, n, has_w, c->stream, dy + next,
+                                x + next);
         if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1)) {
             SUFFIX(norm_flush_partial)(pw, sw, n);
             SUFFIX(norm_flush_partial)(pb, sb, n);
@@ -154,6 +169,7 @@ PYOPT_INLINE void SUFFIX(ln_backward_blocks)(const void *vctx, int64_t begin, in
         if (c->weight) SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 1);
         else SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 0);
     }
+    if (c->stream) norm_stream_fence();
 }
 
 static void SUFFIX(ln_forward_base)(const void *c, int64_t b, int64_t e) { SUFFIX(ln_forward_rows)(c, b, e); }
@@ -172,7 +188,8 @@ int SUFFIX(pyopt_layer_norm_forward)(int64_t rows, int64_t cols, const T *x, con
 {
     isa = pyopt_resolve_isa(isa);
     if (isa < 0) return PYOPT_ERR_ISA;
-    ln_forward_ctx ctx = {cols, x, weight, bias, y, mean, rstd, eps};
+    const int64_t touched = 2 * rows * cols * (int64_t)sizeof(T);
+    ln_forward_ctx ctx = {cols, x, weight, bias, y, mean, rstd, eps, pyopt_stream_outputs(touched)};
     norm_parallel_items(&ctx, rows, cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(ln_forward_avx2) : SUFFIX(ln_forward_base));
     return PYOPT_OK;
@@ -194,7 +211,8 @@ int SUFFIX(pyopt_layer_norm_backward)(int64_t rows, int64_t cols, const T *dy, c
     }
     ln_backward_ctx ctx = {rows, cols, per, dy, x, weight, mean, rstd, dx, partial,
                            partial ? partial + n_blocks * cols : NULL,
-                           partial && chunked ? (void *)(partial + 2 * n_blocks * cols) : NULL};
+                           partial && chunked ? (void *)(partial + 2 * n_blocks * cols) : NULL,
+                           pyopt_stream_outputs(3 * rows * cols * (int64_t)sizeof(T))};
     norm_parallel_items(&ctx, n_blocks, per * cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(ln_backward_avx2) : SUFFIX(ln_backward_base));
     /* zero rows: dweight = dbias = 0, the empty sum */

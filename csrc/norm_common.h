@@ -17,17 +17,17 @@
 #define NORM_LANES 16
 typedef double norm_v4d __attribute__((vector_size(32)));
 typedef float norm_v4f __attribute__((vector_size(16)));
+/* the same vectors at any element-aligned address: loads through these types are single unaligned loads */
+typedef double norm_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
+typedef float norm_v4f_u __attribute__((vector_size(16), aligned(4), may_alias));
 
 /* v = p[0..3] widened to float64 (p: float or double; unaligned) */
 #define NORM_LOAD4(v, p)                                     \
     do {                                                     \
-        if (sizeof(*(p)) == sizeof(float)) {                 \
-            norm_v4f narrow_;                                \
-            memcpy(&narrow_, (p), sizeof narrow_);           \
-            (v) = __builtin_convertvector(narrow_, norm_v4d); \
-        } else {                                             \
-            memcpy(&(v), (p), sizeof(v));                    \
-        }                                                    \
+        if (sizeof(*(p)) == sizeof(float))                   \
+            (v) = __builtin_convertvector(*(const norm_v4f_u *)(const void *)(p), norm_v4d); \
+        else                                                 \
+            (v) = *(const norm_v4d_u *)(const void *)(p);    \
     } while (0)
 
 /* v0..v3 = p[0..15] widened to float64 */
@@ -139,6 +139,87 @@ static inline int64_t norm_rows_per_block(int64_t rows)
     do {                             \
         hi = (T)(value);             \
         lo = (T)((value) - (double)hi); \
+    } while (0)
+
+
+/* ---- Streaming (non-temporal) output stores ----
+ * A call whose arrays do not fit in the last-level cache would see its outputs leave the cache before anyone
+ * reads them; a plain store first reads each output line from memory (write-allocate), so an output costs twice
+ * its bytes.  Such calls store outputs with non-temporal stores (movntps/movntpd, SSE2: both ISA copies have
+ * them), which write whole lines without reading them: LayerNorm's forward then moves 8 bytes per float32
+ * element instead of 12.  Values are the same either way; only where they go differs.  pyopt_stream_outputs
+ * (runtime.c) decides per call from the bytes it touches. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NORM_HAVE_STREAM 1
+#else
+#define NORM_HAVE_STREAM 0
+#endif
+
+/* elements per streamed block: one 64-byte line */
+#define NORM_LINE_BYTES 64
+
+/* dst[0 .. 64 bytes) = src (64-byte aligned dst), bypassing the caches where possible */
+static inline void norm_stream_line(void *dst, const void *src, size_t elem_size)
+{
+#if NORM_HAVE_STREAM
+    if (elem_size == sizeof(float)) {
+        const float *s = (const float *)src;
+        float *d = (float *)dst;
+        for (int k = 0; k < 16; k += 4) _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
+    } else {
+        const double *s = (const double *)src;
+        double *d = (double *)dst;
+        for (int k = 0; k < 8; k += 2) _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
+    }
+#else
+    memcpy(dst, src, NORM_LINE_BYTES);
+    (void)elem_size;
+#endif
+}
+
+/* Makes a thread's streamed stores globally visible before it reports its work done. */
+static inline void norm_stream_fence(void)
+{
+#if NORM_HAVE_STREAM
+    _mm_sfence();
+#endif
+}
+
+/* Elements before dst is line-aligned, at most n; n when no element of dst starts a line. */
+static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t n)
+{
+    const uintptr_t misalign = (uintptr_t)dst % NORM_LINE_BYTES;
+    if (misalign % elem_size) return n; /* elements straddle lines: no aligned lines to stream */
+    const int64_t head = misalign ? (int64_t)((NORM_LINE_BYTES - misalign) / elem_size) : 0;
+    return head < n ? head : n;
+}
+
+/* The output pass of a row: for (j = 0; j < n; j++) dst[j] = EXPR (EXPR uses j and may update per-element
+ * accumulators such as dweight partials).  Whole 64-byte lines of dst are computed into a line buffer and then
+ * stored, streamed when `stream` (see above); each line also prefetches the same span of the next row's inputs
+ * `ahead_a`, `ahead_b` (NULL: none) into L2, so that the next row's first pass finds them there and the reads
+ * overlap this row's arithmetic.  The head before the first line boundary and the tail take plain stores. */
+#define NORM_STORE_ROW(T, dst, n, stream, ahead_a, ahead_b, j, EXPR)                         \
+    do {                                                                                    \
+        T *restrict dst_ = (dst);                                                           \
+        const T *pa_ = (ahead_a), *pb_ = (ahead_b);                                         \
+        const int64_t n_ = (n), head_ = norm_line_head(dst_, sizeof(T), n_);                \
+        enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                       \
+        _Pragma("omp simd") for (int64_t j = 0; j < head_; j++) dst_[j] = (EXPR);           \
+        int64_t at_ = head_;                                                                \
+        for (; at_ + LINE_ <= n_; at_ += LINE_) {                                           \
+            T line_[LINE_] __attribute__((aligned(64)));                                    \
+            if (pa_) __builtin_prefetch(pa_ + at_, 0, 2);                                   \
+            if (pb_) __builtin_prefetch(pb_ + at_, 0, 2);                                   \
+            _Pragma("omp simd") for (int64_t k_ = 0; k_ < LINE_; k_++) {                    \
+                const int64_t j = at_ + k_;                                                 \
+                line_[k_] = (EXPR);                                                         \
+            }                                                                               \
+            if (stream) norm_stream_line(dst_ + at_, line_, sizeof(T));                     \
+            else memcpy(dst_ + at_, line_, sizeof line_);                                   \
+        }                                                                                   \
+        _Pragma("omp simd") for (int64_t j = at_; j < n_; j++) dst_[j] = (EXPR);            \
     } while (0)
 
 #endif

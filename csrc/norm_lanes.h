@@ -2,9 +2,33 @@
  * fixed-order combination of per-block partials.  Included once per dtype from inside a kernel file's template
  * part (T, SUFFIX defined); no include guard. */
 
-/* sum of x */
+/* float32 rows: the sum of x by float32 chunks (NORM_CHUNK elements, 8 terms per lane) added into float64 lanes.
+ * Each chunk's rounding is that of a float32 sum of 8 terms (~5e-7 of the terms' size); a centred second pass
+ * (norm_centred_sums_f32) corrects the mean this gives, so the statistics keep float64 accuracy where it
+ * matters (rows far from zero), at a quarter of the instructions of widening each element. */
+PYOPT_INLINE double SUFFIX(norm_sum_f32)(const float *restrict x, int64_t n)
+{
+    norm_v4d S0 = {0}, S1 = {0}, S2 = {0}, S3 = {0};
+    norm_v8f x0, x1;
+    int64_t i = 0;
+    while (i + NORM_LANES <= n) {
+        norm_v8f a0 = {0}, a1 = {0};
+        for (int64_t end = i + NORM_CHUNK; i + NORM_LANES <= n && i < end; i += NORM_LANES) {
+            NORM_LOAD16F(x, x + i);
+            a0 += x0, a1 += x1;
+        }
+        NORM_FLUSH16F(S, a);
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, S);
+    for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i];
+    return norm_combine_lanes(lanes);
+}
+
+/* sum of x (float64 lanes; float32 rows: the chunked path above) */
 PYOPT_INLINE double SUFFIX(norm_sum)(const T *restrict x, int64_t n)
 {
+    if (sizeof(T) == sizeof(float)) return SUFFIX(norm_sum_f32)((const float *)x, n);
     norm_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;
     int64_t i = 0;
     for (; i + NORM_LANES <= n; i += NORM_LANES) {
@@ -15,6 +39,44 @@ PYOPT_INLINE double SUFFIX(norm_sum)(const T *restrict x, int64_t n)
     NORM_SPILL(lanes, a);
     for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i];
     return norm_combine_lanes(lanes);
+}
+
+/* float32 rows: out[0] = sum d, out[1] = sum d^2 with d = (x - mean_hi) - mean_lo in float32 (exact when x is
+ * within a factor 2 of the mean, else rounded to d's own precision), by float32 chunks into float64 lanes.
+ * With mean the first pass's estimate, the row's mean is mean + out[0] / n and its variance
+ * out[1] / n - (out[0] / n)^2, where the correction is tiny next to the variance (the estimate is within a few
+ * float32 ulps of the mean).  Prefetches the line of `ahead` (the next row) level with each line of x, so the
+ * next row's reads overlap this row's arithmetic. */
+PYOPT_INLINE void SUFFIX(norm_centred_sums_f32)(const float *restrict x, int64_t n, double mean,
+                                                const float *ahead, double *out)
+{
+    float mh, ml;
+    NORM_SPLIT(float, mean, mh, ml);
+    norm_v4d S0 = {0}, S1 = {0}, S2 = {0}, S3 = {0}, Q0 = {0}, Q1 = {0}, Q2 = {0}, Q3 = {0};
+    norm_v8f x0, x1;
+    int64_t i = 0;
+    while (i + NORM_LANES <= n) {
+        norm_v8f s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+        for (int64_t end = i + NORM_CHUNK; i + NORM_LANES <= n && i < end; i += NORM_LANES) {
+            __builtin_prefetch(ahead + i, 0, 2);
+            NORM_LOAD16F(x, x + i);
+            x0 = (x0 - mh) - ml, x1 = (x1 - mh) - ml;
+            s0 += x0, s1 += x1;
+            q0 += x0 * x0, q1 += x1 * x1;
+        }
+        NORM_FLUSH16F(S, s);
+        NORM_FLUSH16F(Q, q);
+    }
+    double ls[NORM_LANES], lq[NORM_LANES];
+    NORM_SPILL(ls, S);
+    NORM_SPILL(lq, Q);
+    for (int k = 0; i < n; i++, k++) {
+        const double d = (double)((x[i] - mh) - ml);
+        ls[k] += d;
+        lq[k] += d * d;
+    }
+    out[0] = norm_combine_lanes(ls);
+    out[1] = norm_combine_lanes(lq);
 }
 
 /* sum of (x - mean)^2: the second pass of a two-pass variance, centred exactly in float64 */
@@ -36,9 +98,49 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq_dev)(const T *restrict x, int64_t n, doub
     return norm_combine_lanes(lanes);
 }
 
-/* sum of x^2 (RMSNorm: no centring, so no cancellation) */
+/* The mean and the biased variance of a row (two passes; float32 rows: norm_sum_f32, then the centred sums
+ * corrected as above; float64 rows: exact float64 two-pass).  `ahead`: the next row, prefetched during the second
+ * pass (this row when there is none). */
+PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T *ahead, double *mean, double *var)
+{
+    const double m = SUFFIX(norm_sum)(x, n) / (double)n;
+    if (sizeof(T) == sizeof(float)) {
+        double s[2];
+        SUFFIX(norm_centred_sums_f32)((const float *)x, n, m, (const float *)ahead, s);
+        const double shift = s[0] / (double)n, v = s[1] / (double)n - shift * shift;
+        *mean = m + shift;
+        *var = v > 0.0 ? v : 0.0;
+        return;
+    }
+    *mean = m;
+    *var = SUFFIX(norm_sum_sq_dev)(x, n, m) / (double)n;
+}
+
+/* float32 rows: the sum of x^2 by float32 chunks into float64 lanes (as norm_sum_f32; the terms are positive,
+ * so each chunk's relative rounding, ~5e-7, is the result's) */
+PYOPT_INLINE double SUFFIX(norm_sum_sq_f32)(const float *restrict x, int64_t n)
+{
+    norm_v4d S0 = {0}, S1 = {0}, S2 = {0}, S3 = {0};
+    norm_v8f x0, x1;
+    int64_t i = 0;
+    while (i + NORM_LANES <= n) {
+        norm_v8f a0 = {0}, a1 = {0};
+        for (int64_t end = i + NORM_CHUNK; i + NORM_LANES <= n && i < end; i += NORM_LANES) {
+            NORM_LOAD16F(x, x + i);
+            a0 += x0 * x0, a1 += x1 * x1;
+        }
+        NORM_FLUSH16F(S, a);
+    }
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, S);
+    for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i] * (double)x[i];
+    return norm_combine_lanes(lanes);
+}
+
+/* sum of x^2 (RMSNorm: no centring, so no cancellation; float32 rows: the chunked path above) */
 PYOPT_INLINE double SUFFIX(norm_sum_sq)(const T *restrict x, int64_t n)
 {
+    if (sizeof(T) == sizeof(float)) return SUFFIX(norm_sum_sq_f32)((const float *)x, n);
     norm_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;
     int64_t i = 0;
     for (; i + NORM_LANES <= n; i += NORM_LANES) {

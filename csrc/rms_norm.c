@@ -17,6 +17,7 @@ typedef struct {
     const void *x, *weight;
     void *y, *rstd;
     double eps;
+    int stream; /* non-temporal stores for y (norm_common.h) */
 } rms_forward_ctx;
 
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
     void *dx;
     double *partial_w; /* [block][cols] */
     void *scratch;     /* float32: [block][cols] row-chunk partials; NULL for float64 */
+    int stream;        /* non-temporal stores for dx */
 } rms_backward_ctx;
 
 #define PYOPT_TEMPLATE_FILE "rms_norm.c"
@@ -34,12 +36,11 @@ typedef struct {
 #include "norm_lanes.h"
 
 PYOPT_INLINE void SUFFIX(rms_forward_row)(const T *restrict x, const T *restrict w, T *restrict y, T *rstd_out,
-                                          int64_t n, double eps, const int has_w)
+                                          int64_t n, double eps, const int has_w, const int stream, const T *ahead)
 {
     const double rstd = 1.0 / sqrt(SUFFIX(norm_sum_sq)(x, n) / (double)n + eps);
     const T r = (T)rstd;
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) y[j] = has_w ? (x[j] * r) * w[j] : x[j] * r;
+    NORM_STORE_ROW(T, y, n, stream, ahead, NULL, j, has_w ? (x[j] * r) * w[j] : x[j] * r);
     *rstd_out = r;
 }
 
@@ -50,25 +51,34 @@ PYOPT_INLINE void SUFFIX(rms_forward_rows)(const void *vctx, int64_t begin, int6
     const T *x = (const T *)c->x, *w = (const T *)c->weight;
     T *y = (T *)c->y, *rstd = (T *)c->rstd;
     for (int64_t r = begin; r < end; r++) {
-        if (w) SUFFIX(rms_forward_row)(x + r * n, w, y + r * n, rstd + r, n, c->eps, 1);
-        else SUFFIX(rms_forward_row)(x + r * n, w, y + r * n, rstd + r, n, c->eps, 0);
+        const T *ahead = x + (r + 1 < end ? r + 1 : r) * n;
+        if (w) SUFFIX(rms_forward_row)(x + r * n, w, y + r * n, rstd + r, n, c->eps, 1, c->stream, ahead);
+        else SUFFIX(rms_forward_row)(x + r * n, w, y + r * n, rstd + r, n, c->eps, 0, c->stream, ahead);
     }
+    if (c->stream) norm_stream_fence();
 }
 
-/* One row of the backward: dx, and the row's dweight terms added to the partial sw (T; float32 chunks are flushed
- * into the float64 partials every NORM_FLUSH_ROWS rows, as in layer_norm.c). */
+/* dx[j] of one row, adding the row's dweight term to the partial sw (T; float32 chunks are flushed into the
+ * float64 partials every NORM_FLUSH_ROWS rows, as in layer_norm.c). */
+PYOPT_INLINE T SUFFIX(rms_dx)(int64_t j, const T *restrict dy, const T *restrict x, const T *restrict w, T rstd_t,
+                              T mean_gxhat, T *restrict sw, const int has_w)
+{
+    const T xhat = x[j] * rstd_t;
+    const T g = has_w ? dy[j] * w[j] : dy[j];
+    sw[j] += dy[j] * xhat;
+    return (g - xhat * mean_gxhat) * rstd_t;
+}
+
+/* One row of the backward: the row sum, then dx (streamed when the call is large) with the next row's dy and x
+ * prefetched. */
 PYOPT_INLINE void SUFFIX(rms_backward_row)(const T *restrict dy, const T *restrict x, const T *restrict w,
-                                           T rstd_t, T *restrict dx, T *restrict sw, int64_t n, const int has_w)
+                                           T rstd_t, T *restrict dx, T *restrict sw, int64_t n, const int has_w,
+                                           const int stream, const T *ahead_dy, const T *ahead_x)
 {
     const double r = (double)rstd_t;
     const T mean_gxhat = (T)(r * SUFFIX(norm_grad_dot)(dy, w, x, n, has_w) / (double)n);
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++) {
-        const T xhat = x[j] * rstd_t;
-        const T g = has_w ? dy[j] * w[j] : dy[j];
-        dx[j] = (g - xhat * mean_gxhat) * rstd_t;
-        sw[j] += dy[j] * xhat;
-    }
+    NORM_STORE_ROW(T, dx, n, stream, ahead_dy, ahead_x, j,
+                   SUFFIX(rms_dx)(j, dy, x, w, rstd_t, mean_gxhat, sw, has_w));
 }
 
 PYOPT_INLINE void SUFFIX(rms_backward_blocks)(const void *vctx, int64_t begin, int64_t end)
@@ -85,12 +95,18 @@ PYOPT_INLINE void SUFFIX(rms_backward_blocks)(const void *vctx, int64_t begin, i
         const int64_t r0 = blk * c->rows_per_block;
         const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
         for (int64_t r = r0; r < r1; r++) {
-            if (w) SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 1);
-            else SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 0);
+            const int64_t next = (r + 1 < r1 ? r + 1 : r) * n;
+            if (w)
+                SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 1, c->stream,
+                                         dy + next, x + next);
+            else
+                SUFFIX(rms_backward_row)(dy + r * n, x + r * n, w, rstd[r], dx + r * n, sw, n, 0, c->stream,
+                                         dy + next, x + next);
             if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1))
                 SUFFIX(norm_flush_partial)(pw, sw, n);
         }
     }
+    if (c->stream) norm_stream_fence();
 }
 
 static void SUFFIX(rms_forward_base)(const void *c, int64_t b, int64_t e) { SUFFIX(rms_forward_rows)(c, b, e); }
@@ -109,7 +125,7 @@ int SUFFIX(pyopt_rms_norm_forward)(int64_t rows, int64_t cols, const T *x, const
 {
     isa = pyopt_resolve_isa(isa);
     if (isa < 0) return PYOPT_ERR_ISA;
-    rms_forward_ctx ctx = {cols, x, weight, y, rstd, eps};
+    rms_forward_ctx ctx = {cols, x, weight, y, rstd, eps, pyopt_stream_outputs(2 * rows * cols * (int64_t)sizeof(T))};
     norm_parallel_items(&ctx, rows, cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(rms_forward_avx2) : SUFFIX(rms_forward_base));
     return PYOPT_OK;
@@ -130,7 +146,8 @@ int SUFFIX(pyopt_rms_norm_backward)(int64_t rows, int64_t cols, const T *dy, con
         if (!partial) return PYOPT_ERR_NO_MEMORY;
     }
     rms_backward_ctx ctx = {rows, cols, per, dy, x, weight, rstd, dx, partial,
-                            partial && chunked ? (void *)(partial + n_blocks * cols) : NULL};
+                            partial && chunked ? (void *)(partial + n_blocks * cols) : NULL,
+                            pyopt_stream_outputs(3 * rows * cols * (int64_t)sizeof(T))};
     norm_parallel_items(&ctx, n_blocks, per * cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(rms_backward_avx2) : SUFFIX(rms_backward_base));
     norm_reduce_ctx red = {n_blocks, cols, partial, dweight};

@@ -1,4 +1,5 @@
 /* Run-time facts and controls: CPU features, the OpenMP thread count, and the at-fork release of the pool. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "common.h"
@@ -34,6 +35,43 @@ void pyopt_set_num_threads(int n)
 #else
     (void)n;
 #endif
+}
+
+/* Streaming stores (norm_common.h): a call streams its outputs when the bytes it touches exceed the threshold,
+ * by default the last-level cache's size.  sysconf(_SC_LEVEL3_CACHE_SIZE) is not trusted: on this project's VMs
+ * it reports the host's 256 MiB while the guest's sysfs (and lscpu) say 32 MiB. */
+#define PYOPT_DEFAULT_LLC_BYTES ((int64_t)32 << 20)
+static int64_t stream_threshold = -1; /* -1: not set, use the cache size */
+static int64_t llc_bytes = 0;         /* 0: not read yet */
+
+static int64_t read_llc_bytes(void)
+{
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    long long value = 0;
+    char unit = 0;
+    int got = f ? fscanf(f, "%lld%c", &value, &unit) : 0;
+    if (f) fclose(f);
+    if (got < 1 || value <= 0) return PYOPT_DEFAULT_LLC_BYTES;
+    if (unit == 'K') value <<= 10;
+    else if (unit == 'M') value <<= 20;
+    return (int64_t)value;
+}
+
+int64_t pyopt_stream_threshold(void)
+{
+    if (stream_threshold >= 0) return stream_threshold;
+    if (llc_bytes == 0) llc_bytes = read_llc_bytes(); /* a benign race: every thread reads the same value */
+    return llc_bytes;
+}
+
+void pyopt_set_stream_threshold(int64_t bytes)
+{
+    stream_threshold = bytes < 0 ? -1 : bytes;
+}
+
+int pyopt_stream_outputs(int64_t bytes_touched)
+{
+    return bytes_touched > pyopt_stream_threshold();
 }
 
 /* A child forked after an OpenMP region has run inherits a pool whose threads do not exist in it, and its next

@@ -45,6 +45,26 @@ def isa_code():
     return ISA_CODES[_isa]
 
 
+def stream_threshold():
+    """Bytes a norm call must touch before its outputs are written with non-temporal stores (the last-level
+    cache's size unless set)."""
+    return lib.pyopt_stream_threshold()
+
+
+def set_stream_threshold(nbytes):
+    """Override the streaming threshold (``None``: back to the cache size); returns the previous override or
+    None.  Results are the same bits either way; tests use 0 to stream every call."""
+    global _stream_override
+    if nbytes is not None and (not isinstance(nbytes, int) or nbytes < 0):
+        raise ValueError(f"nbytes must be a non-negative int or None, got {nbytes!r}")
+    previous, _stream_override = _stream_override, nbytes
+    lib.pyopt_set_stream_threshold(-1 if nbytes is None else nbytes)
+    return previous
+
+
+_stream_override = None
+
+
 def pointer_table(arrays):
     """A ``void *[]`` holding the data pointers of ``arrays`` (None gives NULL).  The caller keeps the arrays alive."""
     return ffi.new("void *[]", [ffi.NULL if a is None else ffi.from_buffer(a) for a in arrays])

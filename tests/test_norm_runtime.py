@@ -54,3 +54,65 @@ def test_verify_mode_catches_a_wrong_kernel(monkeypatch, rng):
     monkeypatch.setitem(backends._kernels, ("batch_norm_backward", "c"), off_by_a_bit)
     with pytest.raises(check.VerifyError, match=r"batch_norm_backward on backend 'c' \(float32\): dweight differs"):
         all_ops(rng)
+
+
+def _outputs_of_every_op(rng, dtype, cols, pad):
+    """Every norm op's outputs, each written into a NaN-filled buffer at element offset ``pad`` (so row starts
+    fall at every alignment relative to a 64-byte line), on fixed inputs; returns (outputs, buffers)."""
+    from _norm_helpers import guarded
+
+    x = off_centre(rng, (7, cols), dtype)
+    dy, w, b = randn(rng, x.shape, dtype), off_centre(rng, (cols,), dtype, 1.0, 0.5), randn(rng, (cols,), dtype)
+    outs, bufs = {}, []
+
+    def out(shape):
+        view, buf = guarded(shape, dtype, pad)
+        bufs.append(buf)
+        return view
+
+    y, m, r = F.layer_norm(x, (cols,), w, b, out=out(x.shape), backend="c")
+    outs["ln"] = (y, F.layer_norm_backward(dy, x, w, m, r, (cols,), out=out(x.shape), backend="c")[0])
+    y, r = F.rms_norm(x, (cols,), w, out=out(x.shape), backend="c")
+    outs["rms"] = (y, F.rms_norm_backward(dy, x, w, r, (cols,), out=out(x.shape), backend="c")[0])
+    for axis in (1, -1):
+        xb = x.reshape(7, cols, 1, 1) if axis == 1 else x
+        rm, rv = np.zeros(cols, dtype), np.ones(cols, dtype)
+        y, sm, sr = F.batch_norm(xb, w, b, rm, rv, training=True, axis=axis, out=out(xb.shape), backend="c")
+        dx, _, _ = F.batch_norm_backward(dy.reshape(xb.shape), xb, w, sm, sr, axis=axis, out=out(xb.shape),
+                                         backend="c")
+        outs[f"bn{axis}"] = (y, dx, rm, rv)
+    return outs, bufs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cols", [1, 15, 16, 17, 64, 131])
+def test_streamed_outputs_are_the_same_bits_and_stay_in_bounds(cols, dtype):
+    """Calls past the cache size store their outputs with non-temporal stores, whole aligned lines only: forced
+    on for every call, every output is bitwise what the cached stores give, at every offset from a line, and
+    no element outside an output is written."""
+    for pad in (0, 1, 3, 5, 8, 13):
+        results = {}
+        for threshold in (None, 0):
+            previous = pyopt._c.set_stream_threshold(threshold)
+            try:
+                results[threshold], bufs = _outputs_of_every_op(np.random.default_rng(cols), dtype, cols, pad)
+            finally:
+                pyopt._c.set_stream_threshold(previous)
+            for buf in bufs:
+                assert np.isnan(buf[:pad]).all() and np.isnan(buf[len(buf) - pad:]).all(), (pad, threshold)
+        for op, arrays in results[None].items():
+            for k, (cached, streamed) in enumerate(zip(arrays, results[0][op])):
+                np.testing.assert_array_equal(streamed, cached, err_msg=f"{op} output {k}, pad {pad}")
+
+
+def test_stream_threshold_defaults_to_the_cache_size_and_can_be_set():
+    default = pyopt._c.stream_threshold()
+    assert default >= 1 << 20  # a last-level cache of at least 1 MiB (32 MiB here)
+    previous = pyopt._c.set_stream_threshold(123)
+    try:
+        assert pyopt._c.stream_threshold() == 123
+    finally:
+        pyopt._c.set_stream_threshold(previous)
+    assert pyopt._c.stream_threshold() == default
+    with pytest.raises(ValueError, match="nbytes"):
+        pyopt._c.set_stream_threshold(-5)
