@@ -96,6 +96,35 @@ typedef struct {
     int stream;                                       /* non-temporal stores for y / dx (norm_common.h) */
 } bn_ctx;
 
+/* The channel-by-channel path (planar layouts whose channels fit in cache, batch statistics): one task per
+ * channel computes its statistics over its runs and at once normalizes them (forward) or forms dx (backward),
+ * so the second pass reads the channel from cache, not memory: 8 bytes per element forward instead of 12, 12
+ * backward instead of 20.  Each channel is computed the same way by whichever thread takes it. */
+typedef struct {
+    int64_t outer, channels, inner;
+    const void *x, *dy, *weight, *bias;
+    const void *mean_in, *rstd_in; /* backward: save_mean, save_rstd */
+    void *out;                     /* y or dx */
+    void *running_mean, *running_var, *save_mean, *save_rstd; /* forward */
+    void *dweight, *dbias;                                    /* backward */
+    double momentum, eps;
+    int stream;
+} bn_chan_ctx;
+
+/* Whether a call takes the channel path: planar, batch statistics, a channel's inputs within a quarter of the
+ * cache (so a second pass finds them there), and enough channels to share among the threads. */
+static inline int bn_by_channel(int64_t outer, int64_t channels, int64_t inner, size_t elem, int n_inputs)
+{
+    const int64_t threads =
+#ifdef _OPENMP
+        omp_get_max_threads();
+#else
+        1;
+#endif
+    return inner > 1 && channels >= threads &&
+           outer * inner * (int64_t)elem * n_inputs <= pyopt_cache_bytes() / 4;
+}
+
 #define PYOPT_TEMPLATE_FILE "batch_norm.c"
 #include "instantiate.h"
 
@@ -285,6 +314,90 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
     if (stream) norm_stream_fence();
 }
 
+/* Forward, channels [begin, end): two passes of statistics over the channel's runs (float32: the sum by float32
+ * chunks, then centred sums that correct it, as LayerNorm's rows; float64: exact two-pass), the running-stat
+ * update, then the normalized runs. */
+PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, int64_t end)
+{
+    const bn_chan_ctx *c = (const bn_chan_ctx *)vctx;
+    const int64_t C = c->channels, inner = c->inner, outer = c->outer;
+    const T *x = (const T *)c->x, *weight = (const T *)c->weight, *bias = (const T *)c->bias;
+    T *y = (T *)c->out, *running_mean = (T *)c->running_mean, *running_var = (T *)c->running_var;
+    const double n = (double)(outer * inner);
+    for (int64_t ch = begin; ch < end; ch++) {
+        double sum = 0.0;
+        for (int64_t o = 0; o < outer; o++) sum += SUFFIX(norm_sum)(x + (o * C + ch) * inner, inner);
+        double mean = sum / n, var;
+        if (sizeof(T) == sizeof(float)) {
+            double sd = 0.0, sq = 0.0;
+            for (int64_t o = 0; o < outer; o++) {
+                const float *run = (const float *)(x + (o * C + ch) * inner);
+                double s2[2];
+                SUFFIX(norm_centred_sums_f32)(run, inner, mean, run, s2);
+                sd += s2[0], sq += s2[1];
+            }
+            const double shift = sd / n, v = sq / n - shift * shift;
+            mean += shift;
+            var = v > 0.0 ? v : 0.0;
+        } else {
+            double sq = 0.0;
+            for (int64_t o = 0; o < outer; o++) sq += SUFFIX(norm_sum_sq_dev)(x + (o * C + ch) * inner, inner, mean);
+            var = sq / n;
+        }
+        if (running_mean) {
+            running_mean[ch] = (T)(c->momentum * mean + (1.0 - c->momentum) * (double)running_mean[ch]);
+            running_var[ch] =
+                (T)(c->momentum * (var * n / (n - 1.0)) + (1.0 - c->momentum) * (double)running_var[ch]);
+        }
+        const double rstd = 1.0 / sqrt(var + c->eps);
+        ((T *)c->save_mean)[ch] = (T)mean;
+        ((T *)c->save_rstd)[ch] = (T)rstd;
+        T h, l;
+        NORM_SPLIT(T, mean, h, l);
+        const T a = (T)(weight ? rstd * (double)weight[ch] : rstd), b = bias ? bias[ch] : (T)0;
+        for (int64_t o = 0; o < outer; o++) {
+            const T *xr = x + (o * C + ch) * inner;
+            NORM_STORE_ROW(T, y + (o * C + ch) * inner, inner, c->stream, NULL, NULL, i, ((xr[i] - h) - l) * a + b);
+        }
+    }
+    if (c->stream) norm_stream_fence();
+}
+
+/* Backward with batch statistics, channels [begin, end): the channel's sums over its runs, dweight and dbias,
+ * then dx = w rstd ((dy - mean(dy)) - xhat mean(dy xhat)) over the runs (read again from cache). */
+PYOPT_INLINE void SUFFIX(bn_channel_backward)(const void *vctx, int64_t begin, int64_t end)
+{
+    const bn_chan_ctx *c = (const bn_chan_ctx *)vctx;
+    const int64_t C = c->channels, inner = c->inner, outer = c->outer;
+    const T *x = (const T *)c->x, *dy = (const T *)c->dy, *weight = (const T *)c->weight;
+    const T *save_mean = (const T *)c->mean_in, *save_rstd = (const T *)c->rstd_in;
+    T *dx = (T *)c->out;
+    const double n = (double)(outer * inner);
+    for (int64_t ch = begin; ch < end; ch++) {
+        double s_dy = 0.0, s_dyx = 0.0, s_x = 0.0;
+        for (int64_t o = 0; o < outer; o++) {
+            const int64_t off = (o * C + ch) * inner;
+            double sums[3];
+            SUFFIX(norm_grad_sums)(dy + off, NULL, x + off, (double)save_mean[ch], inner, 0, sums);
+            s_dy += sums[0], s_dyx += sums[1], s_x += sums[2];
+        }
+        const double r = (double)save_rstd[ch], shift = s_x / n, s_dyxhat = r * (s_dyx - shift * s_dy);
+        ((T *)c->dweight)[ch] = (T)s_dyxhat;
+        ((T *)c->dbias)[ch] = (T)s_dy;
+        T h, l;
+        NORM_SPLIT(T, (double)save_mean[ch] + shift, h, l);
+        const T a = (T)(weight ? r * (double)weight[ch] : r), b = (T)(s_dy / n), q = (T)(s_dyxhat / n);
+        const T rt = save_rstd[ch];
+        for (int64_t o = 0; o < outer; o++) {
+            const int64_t off = (o * C + ch) * inner;
+            const T *xr = x + off, *dyr = dy + off;
+            NORM_STORE_ROW(T, dx + off, inner, c->stream, NULL, NULL, i,
+                           a * ((dyr[i] - b) - (((xr[i] - h) - l) * rt) * q));
+        }
+    }
+    if (c->stream) norm_stream_fence();
+}
+
 #define BN_ISA_VARIANTS(name, body)                                                                           \
     static void SUFFIX(name##_base)(const void *c, int64_t b, int64_t e) { body; }                             \
     PYOPT_TARGET_AVX2 static void SUFFIX(name##_avx2)(const void *c, int64_t b, int64_t e) { body; }
@@ -293,6 +406,8 @@ BN_ISA_VARIANTS(bn_sums, SUFFIX(bn_sums_tasks)(c, b, e, 0))
 BN_ISA_VARIANTS(bn_sums_dx, SUFFIX(bn_sums_tasks)(c, b, e, 1))
 BN_ISA_VARIANTS(bn_forward_apply, SUFFIX(bn_apply)((const bn_ctx *)c, b, e, 0))
 BN_ISA_VARIANTS(bn_backward_apply, SUFFIX(bn_apply)((const bn_ctx *)c, b, e, 1))
+BN_ISA_VARIANTS(bn_channel_forward, SUFFIX(bn_channel_forward)(c, b, e))
+BN_ISA_VARIANTS(bn_channel_backward, SUFFIX(bn_channel_backward)(c, b, e))
 #undef BN_ISA_VARIANTS
 #define BN_PICK(name, isa) ((isa) == PYOPT_ISA_AVX2 ? SUFFIX(name##_avx2) : SUFFIX(name##_base))
 
@@ -322,8 +437,15 @@ int SUFFIX(pyopt_batch_norm_forward)(int64_t outer, int64_t channels, int64_t in
     if (isa < 0) return PYOPT_ERR_ISA;
     const int64_t count = outer * inner;
     if (count == 0 || channels == 0) return PYOPT_OK; /* the caller handles empty batches */
+    const int stream = pyopt_stream_outputs(2 * count * channels * (int64_t)sizeof(T));
+    if (use_batch_stats && bn_by_channel(outer, channels, inner, sizeof(T), 1)) {
+        bn_chan_ctx cc = {outer, channels, inner, x, NULL, weight, bias, NULL, NULL, y, running_mean, running_var,
+                          save_mean, save_rstd, NULL, NULL, momentum, eps, stream};
+        norm_parallel_items(&cc, channels, count, BN_PICK(bn_channel_forward, isa));
+        return PYOPT_OK;
+    }
     bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, NULL, weight, bias, NULL, NULL, y, NULL, NULL, NULL,
-                  NULL, NULL, pyopt_stream_outputs(2 * count * channels * (int64_t)sizeof(T))};
+                  NULL, NULL, stream};
     const bn_geom *g = &ctx.g;
     void *ws = SUFFIX(bn_workspace)(&ctx, 4, 4);
     if (!ws) return PYOPT_ERR_NO_MEMORY;
@@ -376,8 +498,15 @@ int SUFFIX(pyopt_batch_norm_backward)(int64_t outer, int64_t channels, int64_t i
         for (int64_t c = 0; c < channels; c++) dweight[c] = dbias[c] = (T)0;
         return PYOPT_OK;
     }
+    const int stream = pyopt_stream_outputs(3 * count * channels * (int64_t)sizeof(T));
+    if (use_batch_stats && bn_by_channel(outer, channels, inner, sizeof(T), 2)) {
+        bn_chan_ctx cc = {outer, channels, inner, x, dy, weight, NULL, save_mean, save_rstd, dx, NULL, NULL,
+                          NULL, NULL, dweight, dbias, 0.0, 0.0, stream};
+        norm_parallel_items(&cc, channels, count, BN_PICK(bn_channel_backward, isa));
+        return PYOPT_OK;
+    }
     bn_ctx ctx = {bn_make_geom(outer, channels, inner), x, dy, weight, NULL, save_mean, save_rstd, dx, NULL, NULL,
-                  NULL, NULL, NULL, pyopt_stream_outputs(3 * count * channels * (int64_t)sizeof(T))};
+                  NULL, NULL, NULL, stream};
     const bn_geom *g = &ctx.g;
     void *ws = SUFFIX(bn_workspace)(&ctx, 3, 6);
     if (!ws) return PYOPT_ERR_NO_MEMORY;

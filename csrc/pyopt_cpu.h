@@ -97,11 +97,12 @@ void pyopt_probe_rw43_f32(float *p, const float *g, float *m, float *v, float s,
  * dtype; float32 backward sums run in float32 chunks (<= 128 elements, <= 16 rows) added into float64.
  * Results are bitwise the same for any thread count.  PYOPT_ERR_NO_MEMORY: a workspace malloc failed (nothing
  * was written then). */
-/* Outputs of a norm call are stored with non-temporal stores when the bytes the call touches exceed this
- * threshold (default: the last-level cache's size, read from sysfs; set a value >= 0 to override, -1 to go back
- * to the default).  Results are the same bits either way. */
-int64_t pyopt_stream_threshold(void);
-void pyopt_set_stream_threshold(int64_t bytes);
+/* The last-level cache size the norm kernels plan with (default: read from sysfs; set a value >= 0 to override,
+ * -1 to go back to the default).  Norm calls touching more bytes store their outputs with non-temporal stores;
+ * BatchNorm runs channel by channel when a channel's data fits in a quarter of it.  Only the speed depends on
+ * it, and for BatchNorm the order of the statistics' sums (never the thread count). */
+int64_t pyopt_cache_bytes(void);
+void pyopt_set_cache_bytes(int64_t bytes);
 int pyopt_stream_outputs(int64_t bytes_touched);
 
 enum { PYOPT_ERR_NO_MEMORY = -2 };

@@ -37,12 +37,13 @@ void pyopt_set_num_threads(int n)
 #endif
 }
 
-/* Streaming stores (norm_common.h): a call streams its outputs when the bytes it touches exceed the threshold,
- * by default the last-level cache's size.  sysconf(_SC_LEVEL3_CACHE_SIZE) is not trusted: on this project's VMs
- * it reports the host's 256 MiB while the guest's sysfs (and lscpu) say 32 MiB. */
+/* The last-level cache size the norm kernels plan with: a call streams its outputs (non-temporal stores,
+ * norm_common.h) when the bytes it touches exceed it, and BatchNorm works channel by channel when a channel's
+ * data fits in a quarter of it.  sysconf(_SC_LEVEL3_CACHE_SIZE) is not trusted: on this project's VMs it reports
+ * the host's 256 MiB while the guest's sysfs (and lscpu) say 32 MiB. */
 #define PYOPT_DEFAULT_LLC_BYTES ((int64_t)32 << 20)
-static int64_t stream_threshold = -1; /* -1: not set, use the cache size */
-static int64_t llc_bytes = 0;         /* 0: not read yet */
+static int64_t cache_override = -1; /* -1: not set, use the detected size */
+static int64_t llc_bytes = 0;       /* 0: not read yet */
 
 static int64_t read_llc_bytes(void)
 {
@@ -57,21 +58,21 @@ static int64_t read_llc_bytes(void)
     return (int64_t)value;
 }
 
-int64_t pyopt_stream_threshold(void)
+int64_t pyopt_cache_bytes(void)
 {
-    if (stream_threshold >= 0) return stream_threshold;
+    if (cache_override >= 0) return cache_override;
     if (llc_bytes == 0) llc_bytes = read_llc_bytes(); /* a benign race: every thread reads the same value */
     return llc_bytes;
 }
 
-void pyopt_set_stream_threshold(int64_t bytes)
+void pyopt_set_cache_bytes(int64_t bytes)
 {
-    stream_threshold = bytes < 0 ? -1 : bytes;
+    cache_override = bytes < 0 ? -1 : bytes;
 }
 
 int pyopt_stream_outputs(int64_t bytes_touched)
 {
-    return bytes_touched > pyopt_stream_threshold();
+    return bytes_touched > pyopt_cache_bytes();
 }
 
 /* A child forked after an OpenMP region has run inherits a pool whose threads do not exist in it, and its next

@@ -45,24 +45,24 @@ def isa_code():
     return ISA_CODES[_isa]
 
 
-def stream_threshold():
-    """Bytes a norm call must touch before its outputs are written with non-temporal stores (the last-level
-    cache's size unless set)."""
-    return lib.pyopt_stream_threshold()
+def cache_bytes():
+    """The last-level cache size the norm kernels plan with: calls touching more bytes write their outputs with
+    non-temporal stores, and BatchNorm runs channel by channel when a channel fits in a quarter of it."""
+    return lib.pyopt_cache_bytes()
 
 
-def set_stream_threshold(nbytes):
-    """Override the streaming threshold (``None``: back to the cache size); returns the previous override or
-    None.  Results are the same bits either way; tests use 0 to stream every call."""
-    global _stream_override
+def set_cache_bytes(nbytes):
+    """Override :func:`cache_bytes` (``None``: back to the detected size); returns the previous override or None.
+    Tests use 0 to take the streaming and tiled paths at small sizes."""
+    global _cache_override
     if nbytes is not None and (not isinstance(nbytes, int) or nbytes < 0):
         raise ValueError(f"nbytes must be a non-negative int or None, got {nbytes!r}")
-    previous, _stream_override = _stream_override, nbytes
-    lib.pyopt_set_stream_threshold(-1 if nbytes is None else nbytes)
+    previous, _cache_override = _cache_override, nbytes
+    lib.pyopt_set_cache_bytes(-1 if nbytes is None else nbytes)
     return previous
 
 
-_stream_override = None
+_cache_override = None
 
 
 def pointer_table(arrays):

@@ -88,7 +88,8 @@ def bench(args):
                 notes += [n for n in case_notes if n not in notes]
                 numel = int(np.prod(harness_norms.shape_of(shape)))
                 probe = harness.probe_rw43(numel, args.repeats, cache_resident=False)
-                norm_measured.append((op, shape, results, probe))
+                triad = harness.probe_triad(numel, args.repeats)  # the norm issue's roofline
+                norm_measured.append((op, shape, results, probe, triad))
                 progress.advance(task)
         probes_end = {case.name: harness.probe_rw43(case.numel, args.repeats, cache_resident=cache_resident)
                       for case, cache_resident in cases}
@@ -97,17 +98,19 @@ def bench(args):
     roofline = {name: min(probes[name].median, probes_end[name].median) for name in probes}
     for op, case, timings in measured:
         rows += _rows(op, case, timings, roofline[case.name], pyopt_backends[0])
-    for op, shape, results, probe in norm_measured:
-        rows += _norm_rows(op, shape, results, probe, pyopt_backends[0])
+    for op, shape, results, probe, triad in norm_measured:
+        rows += _norm_rows(op, shape, results, probe, triad, pyopt_backends[0])
     table = Table(title="optimizer steps: median of interleaved repeats; GB/s from the minimum bytes; % of the "
                         "read-4/write-3 probe at the same size; speedup = contender time / pyopt time")
-    for col in ("op", "case", "contender", "ms", "p20-p80 ms", "GB/s", "% probe", "us/tensor", "pyopt speedup"):
+    for col in ("op", "case", "contender", "ms", "p20-p80 ms", "GB/s", "% probe", "% triad", "us/tensor",
+                "pyopt speedup"):
         table.add_column(col, justify="left" if col in ("op", "case", "contender") else "right")
     for r in rows:
         speedup = "" if r["pyopt_speedup"] is None or r["contender"].startswith("pyopt") else \
             f"{r['pyopt_speedup']:.2f}x"
         table.add_row(r["op"], r["case"], r["contender"], f"{1e3 * r['median_s']:.3f}",
                       f"{1e3 * r['p20_s']:.3f}-{1e3 * r['p80_s']:.3f}", f"{r['gb_s']:.1f}", f"{r['pct_probe']:.0f}%",
+                      f"{r['pct_triad']:.0f}%" if r.get("pct_triad") is not None else "",
                       f"{r['us_per_tensor']:.2f}" if r["tensors"] > 1 else "", speedup)
     console.print(table)
     for note in notes:
@@ -140,10 +143,11 @@ def _rows(op, case, timings, probe_seconds, first_backend):
     return rows
 
 
-def _norm_rows(op, shape_text, results, probe, first_backend):
+def _norm_rows(op, shape_text, results, probe, triad, first_backend):
     shape = harness_norms.shape_of(shape_text)
     numel = int(np.prod(shape))
     probe_gbs = 28 * numel / probe.median / 1e9
+    triad_gbs = 12 * numel / triad.median / 1e9
     rows = []
     for which, timings in results.items():
         nbytes = harness_norms.norm_bytes(op, shape, 4, which)
@@ -152,7 +156,8 @@ def _norm_rows(op, shape_text, results, probe, first_backend):
             gbs = nbytes / t.median / 1e9
             rows.append(dict(op=op, case=f"{shape_text} {which}", tensors=1, numel=numel, contender=name,
                              median_s=t.median, p20_s=t.p20, p80_s=t.p80, bytes=nbytes, gb_s=gbs,
-                             pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs, us_per_tensor=1e6 * t.median,
+                             pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs, pct_triad=100 * gbs / triad_gbs,
+                             triad_gb_s=triad_gbs, us_per_tensor=1e6 * t.median,
                              pyopt_speedup=t.median / base.median if base else None))
     return rows
 

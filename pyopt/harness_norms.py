@@ -1,7 +1,15 @@
 """Norm rows of ``pyopt bench``: LayerNorm, RMSNorm and BatchNorm forward, backward and both, against NumPy and
 PyTorch on the same data, with the harness's interleaving, rotation and bytes model (the references'
-``bytes_moved``).  pyopt writes into preallocated outputs (``out=``), as a training loop should; torch's
-functional API cannot, so its rows include the cost of fresh outputs, which is what its users pay.
+``bytes_moved``).  Contenders:
+
+- ``pyopt-<backend>``: preallocated outputs (``out=``), as a training loop that keeps its buffers does;
+- ``pyopt-<backend> fresh``: new outputs on every call, as a plain ``y, mean, rstd = F.layer_norm(x, ...)`` gets
+  them (glibc maps each allocation over 32 MiB afresh and the kernel zeroes its pages on first touch, so this
+  pays page faults that ``out=`` does not);
+- ``torch``: ATen's kernels called directly (``native_layer_norm`` / ``native_batch_norm`` and their backward
+  ops; fresh outputs, no autograd bookkeeping);
+- ``torch autograd`` (forward+backward only): what a PyTorch user runs, ``F.layer_norm`` / ``F.batch_norm`` /
+  ``F.rms_norm`` on tensors that require grad, then ``.backward(dy)``.
 """
 import numpy as np
 
@@ -9,7 +17,8 @@ from pyopt import functional as F
 from pyopt import harness
 
 NORM_OPS = ("layer_norm", "rms_norm", "batch_norm")
-NORM_SHAPES = {"layer_norm": ["8192x768", "2048x4096"], "rms_norm": ["8192x768"], "batch_norm": ["32x64x56x56"]}
+NORM_SHAPES = {"layer_norm": ["8192x768", "2048x4096", "65536x128"], "rms_norm": ["8192x768", "2048x4096"],
+               "batch_norm": ["32x64x56x56", "64x256x14x14"]}
 QUICK_NORM_SHAPES = {"layer_norm": ["8192x768"], "rms_norm": ["8192x768"], "batch_norm": ["32x64x56x56"]}
 PASSES = ("forward", "backward", "both")
 
@@ -48,41 +57,42 @@ class _Buffers:
         self.running_mean, self.running_var = np.zeros(width, np.float32), np.ones(width, np.float32)
 
 
-def _pyopt_passes(op, bufs, backend):
-    """{pass: fn()} running one pyopt call (or forward then backward) on ``bufs``."""
+def _pyopt_passes(op, bufs, backend, fresh=False):
+    """{pass: fn()} running one pyopt call (or forward then backward) on ``bufs``; ``fresh``: new outputs on each
+    call instead of ``bufs``' preallocated ones.  The backward takes the statistics a forward returned."""
+    def outs(**named):
+        return {} if fresh else {k: getattr(bufs, v) for k, v in named.items()}
+
     if op == "layer_norm":
         shape = (bufs.x.shape[-1],)
 
         def fwd():
-            F.layer_norm(bufs.x, shape, bufs.w, bufs.b, out=bufs.y, mean=bufs.mean, rstd=bufs.rstd, backend=backend)
+            return F.layer_norm(bufs.x, shape, bufs.w, bufs.b, backend=backend, **outs(out="y", mean="mean",
+                                                                                       rstd="rstd"))
 
-        def bwd():
-            F.layer_norm_backward(bufs.dy, bufs.x, bufs.w, bufs.mean, bufs.rstd, shape, out=bufs.dx,
-                                  dweight=bufs.dw, dbias=bufs.db, backend=backend)
+        def bwd(stats):
+            F.layer_norm_backward(bufs.dy, bufs.x, bufs.w, stats[1], stats[2], shape, backend=backend,
+                                  **outs(out="dx", dweight="dw", dbias="db"))
     elif op == "rms_norm":
         shape = (bufs.x.shape[-1],)
 
         def fwd():
-            F.rms_norm(bufs.x, shape, bufs.w, out=bufs.y, rstd=bufs.rstd, backend=backend)
+            return F.rms_norm(bufs.x, shape, bufs.w, backend=backend, **outs(out="y", rstd="rstd"))
 
-        def bwd():
-            F.rms_norm_backward(bufs.dy, bufs.x, bufs.w, bufs.rstd, shape, out=bufs.dx, dweight=bufs.dw,
-                                backend=backend)
+        def bwd(stats):
+            F.rms_norm_backward(bufs.dy, bufs.x, bufs.w, stats[1], shape, backend=backend,
+                                **outs(out="dx", dweight="dw"))
     else:
         def fwd():
-            F.batch_norm(bufs.x, bufs.w, bufs.b, bufs.running_mean, bufs.running_var, training=True, out=bufs.y,
-                         save_mean=bufs.mean, save_rstd=bufs.rstd, backend=backend)
+            return F.batch_norm(bufs.x, bufs.w, bufs.b, bufs.running_mean, bufs.running_var, training=True,
+                                backend=backend, **outs(out="y", save_mean="mean", save_rstd="rstd"))
 
-        def bwd():
-            F.batch_norm_backward(bufs.dy, bufs.x, bufs.w, bufs.mean, bufs.rstd, training=True, out=bufs.dx,
-                                  dweight=bufs.dw, dbias=bufs.db, backend=backend)
-    fwd()  # the backward needs the statistics of a forward
+        def bwd(stats):
+            F.batch_norm_backward(bufs.dy, bufs.x, bufs.w, stats[1], stats[2], training=True, backend=backend,
+                                  **outs(out="dx", dweight="dw", dbias="db"))
+    stats = fwd()  # the backward alone runs on the statistics of one forward
 
-    def both():
-        fwd()
-        bwd()
-
-    return {"forward": fwd, "backward": bwd, "both": both}
+    return {"forward": fwd, "backward": lambda: bwd(stats), "both": lambda: bwd(fwd())}
 
 
 def _torch_passes(op, bufs):
@@ -98,15 +108,8 @@ def _torch_passes(op, bufs):
         passes = {"forward": lambda: aten.native_layer_norm(x, shape, w, b, 1e-5),
                   "backward": lambda: aten.native_layer_norm_backward(dy, x, shape, mean, rstd, w, b,
                                                                       [True, True, True])}
-    elif op == "rms_norm":
-        shape = [x.shape[-1]]
-        xg = x.clone().requires_grad_(True)
-        wg = w.clone().requires_grad_(True)
-
-        def both():
-            torch.nn.functional.rms_norm(xg, shape, wg).backward(dy)
-
-        return {"forward": lambda: torch.nn.functional.rms_norm(x, shape, w), "both": both}
+    elif op == "rms_norm":  # no public aten RMSNorm backward: forward+backward is the autograd contender's
+        return {"forward": lambda: torch.nn.functional.rms_norm(x, [x.shape[-1]], w)}
     else:
         rm, rv = torch.from_numpy(bufs.running_mean.copy()), torch.from_numpy(bufs.running_var.copy())
         _, save_mean, save_invstd = aten.native_batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5)
@@ -121,6 +124,33 @@ def _torch_passes(op, bufs):
     return dict(passes, both=both_native)
 
 
+def _torch_autograd_passes(op, bufs):
+    """{"both": fn()}: the torch user's forward+backward, ``F.<op>`` on tensors that require grad, then
+    ``.backward(dy)`` (grads reset to None each call, as ``zero_grad()`` does by default)."""
+    import torch
+
+    functional = torch.nn.functional
+    x, w, b = (torch.from_numpy(a).clone().requires_grad_(True) for a in (bufs.x, bufs.w, bufs.b))
+    dy = torch.from_numpy(bufs.dy)
+    if op == "layer_norm":
+        def forward():
+            return functional.layer_norm(x, [x.shape[-1]], w, b, 1e-5)
+    elif op == "rms_norm":
+        def forward():
+            return functional.rms_norm(x, [x.shape[-1]], w)
+    else:
+        rm, rv = torch.from_numpy(bufs.running_mean.copy()), torch.from_numpy(bufs.running_var.copy())
+
+        def forward():
+            return functional.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+
+    def both():
+        x.grad = w.grad = b.grad = None
+        forward().backward(dy)
+
+    return {"both": both}
+
+
 def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats=7):
     """{pass: {contender: Timing}}, notes for one norm op at one shape; contenders interleaved per pass."""
     shape = shape_of(shape_text)
@@ -130,6 +160,9 @@ def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats
     per_contender = {}
     for b in backends:
         per_contender[f"pyopt-{b}"] = [_pyopt_passes(op, _Buffers(op, shape, rng), b) for _ in range(n_sets)]
+    if backends:
+        per_contender[f"pyopt-{backends[0]} fresh"] = [_pyopt_passes(op, _Buffers(op, shape, rng), backends[0],
+                                                                     fresh=True) for _ in range(n_sets)]
     notes = []
     if "numpy" in peers:
         per_contender["numpy"] = [_pyopt_passes(op, _Buffers(op, shape, rng), "numpy")]
@@ -138,11 +171,15 @@ def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats
             per_contender["torch"] = [_torch_passes(op, _Buffers(op, shape, rng)) for _ in range(n_sets)]
         except ImportError as exc:
             notes.append(f"torch not measured: {exc}")
+    if "torch" in peers and "torch" in per_contender:
+        per_contender["torch autograd"] = [_torch_autograd_passes(op, _Buffers(op, shape, rng))
+                                           for _ in range(n_sets)]
     results = {}
     for which in PASSES:
         contenders = {name: (lambda sets, w: (lambda r: sets[r % len(sets)][w]()))(sets, which)
                       for name, sets in per_contender.items() if which in sets[0]}
         results[which] = harness.interleaved(contenders, repeats)
     if "torch" in per_contender and "backward" not in per_contender["torch"][0]:
-        notes.append(f"torch {op} backward alone has no public CPU entry point: timed only as forward+backward")
+        notes.append(f"torch {op} backward alone has no public CPU entry point: timed only as forward+backward "
+                     "(torch autograd)")
     return results, notes

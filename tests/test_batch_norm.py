@@ -20,6 +20,16 @@ CASES = [((4, 5, 6, 7), 1), ((4, 6, 7, 5), -1), ((9, 5), 1), ((3, 5, 33), 1), ((
          ((5, 1, 7), 1), ((1, 2), 0), ((6, 1), -1)]  # a single channel, planar and channels-last
 
 
+@pytest.fixture(autouse=True, params=["planned", "tiled"])
+def kernel_path(request):
+    """Every test runs twice: with the C kernels planning for this machine's cache (small planar shapes take the
+    channel-by-channel path, outputs use plain stores) and planning for no cache at all (every call takes the
+    tiled path, outputs streamed), so both C paths meet every assertion at small sizes."""
+    previous = pyopt._c.set_cache_bytes(None if request.param == "planned" else 0)
+    yield request.param
+    pyopt._c.set_cache_bytes(previous)
+
+
 def channels(shape, axis):
     return shape[axis]
 
@@ -412,3 +422,30 @@ def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, rng):
     names = ("y", "save_mean", "save_rstd", "running_mean", "running_var", "dx", "dw", "db")
     for name, a, e in zip(names, results["avx2"], results["baseline"]):
         assert_bitwise(a, e, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("inner", [1 + 16, 50, 64 + 3])
+def test_channel_path_streams_the_same_bits_inside_guard_bands(inner, dtype, rng):
+    """The channel-by-channel path with streamed outputs (a cache model small enough that the call streams but a
+    channel still fits): bitwise what its plain stores give, at several offsets from a line, margins untouched.
+    (It sets the cache model itself, so the kernel_path fixture's setting does not matter here.)"""
+    shape = (4, 6, inner)
+    x, w, b, _, _ = make(rng, shape, 1, dtype)
+    dy = randn(rng, shape, dtype)
+    results = {}
+    for cache in (None, 8 * shape[0] * inner * np.dtype(dtype).itemsize * 2):  # channel (x, dy) = 1/4 of it
+        for pad in (0, 3, 5):
+            pyopt._c.set_cache_bytes(cache)
+            try:
+                y, ybuf = guarded(shape, dtype, pad)
+                dx, dxbuf = guarded(shape, dtype, pad)
+                _, sm, sr = F.batch_norm(x, w, b, training=True, out=y, backend="c")
+                F.batch_norm_backward(dy, x, w, sm, sr, out=dx, backend="c")
+            finally:
+                pyopt._c.set_cache_bytes(None)
+            assert margins_untouched(ybuf, pad) and margins_untouched(dxbuf, pad)
+            results[cache, pad] = (y, dx, sm, sr)
+    for (cache, pad), arrays in results.items():
+        for k, (got, want) in enumerate(zip(arrays, results[None, 0])):
+            assert_bitwise(got, want, f"output {k} with cache model {cache}, pad {pad}")

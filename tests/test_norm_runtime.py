@@ -93,11 +93,11 @@ def test_streamed_outputs_are_the_same_bits_and_stay_in_bounds(cols, dtype):
     for pad in (0, 1, 3, 5, 8, 13):
         results = {}
         for threshold in (None, 0):
-            previous = pyopt._c.set_stream_threshold(threshold)
+            previous = pyopt._c.set_cache_bytes(threshold)
             try:
                 results[threshold], bufs = _outputs_of_every_op(np.random.default_rng(cols), dtype, cols, pad)
             finally:
-                pyopt._c.set_stream_threshold(previous)
+                pyopt._c.set_cache_bytes(previous)
             for buf in bufs:
                 assert np.isnan(buf[:pad]).all() and np.isnan(buf[len(buf) - pad:]).all(), (pad, threshold)
         for op, arrays in results[None].items():
@@ -105,14 +105,14 @@ def test_streamed_outputs_are_the_same_bits_and_stay_in_bounds(cols, dtype):
                 np.testing.assert_array_equal(streamed, cached, err_msg=f"{op} output {k}, pad {pad}")
 
 
-def test_stream_threshold_defaults_to_the_cache_size_and_can_be_set():
-    default = pyopt._c.stream_threshold()
+def test_cache_bytes_default_to_the_last_level_cache_and_can_be_set():
+    default = pyopt._c.cache_bytes()
     assert default >= 1 << 20  # a last-level cache of at least 1 MiB (32 MiB here)
-    previous = pyopt._c.set_stream_threshold(123)
+    previous = pyopt._c.set_cache_bytes(123)
     try:
-        assert pyopt._c.stream_threshold() == 123
+        assert pyopt._c.cache_bytes() == 123
     finally:
-        pyopt._c.set_stream_threshold(previous)
-    assert pyopt._c.stream_threshold() == default
+        pyopt._c.set_cache_bytes(previous)
+    assert pyopt._c.cache_bytes() == default
     with pytest.raises(ValueError, match="nbytes"):
-        pyopt._c.set_stream_threshold(-5)
+        pyopt._c.set_cache_bytes(-5)
