@@ -159,18 +159,18 @@ static inline int64_t norm_rows_per_block(int64_t rows)
 /* elements per streamed block: one 64-byte line */
 #define NORM_LINE_BYTES 64
 
-/* dst[0 .. 64 bytes) = src (64-byte aligned dst), bypassing the caches where possible */
+/* dst[0 .. 64 bytes) = src (both 64-byte aligned), bypassing the caches where possible */
 static inline void norm_stream_line(void *dst, const void *src, size_t elem_size)
 {
 #if NORM_HAVE_STREAM
     if (elem_size == sizeof(float)) {
         const float *s = (const float *)src;
         float *d = (float *)dst;
-        for (int k = 0; k < 16; k += 4) _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
+        for (int k = 0; k < 16; k += 4) _mm_stream_ps(d + k, _mm_load_ps(s + k));
     } else {
         const double *s = (const double *)src;
         double *d = (double *)dst;
-        for (int k = 0; k < 8; k += 2) _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
+        for (int k = 0; k < 8; k += 2) _mm_stream_pd(d + k, _mm_load_pd(s + k));
     }
 #else
     memcpy(dst, src, NORM_LINE_BYTES);
@@ -196,28 +196,32 @@ static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t 
 }
 
 /* The output pass of a row: for (j = 0; j < n; j++) dst[j] = EXPR (EXPR uses j and may update per-element
- * accumulators such as dweight partials).  Whole 64-byte lines of dst are computed into a line buffer and then
- * stored, streamed when `stream` (see above); each line also prefetches the same span of the next row's inputs
- * `ahead_a`, `ahead_b` (NULL: none) into L2, so that the next row's first pass finds them there and the reads
- * overlap this row's arithmetic.  The head before the first line boundary and the tail take plain stores. */
+ * accumulators such as dweight partials).  With `stream`, whole 64-byte lines of dst are computed into a line
+ * buffer and streamed (see above), and each line prefetches the same span of the next row's inputs `ahead_a`,
+ * `ahead_b` (NULL: none) into L2, so the next row's first pass finds them there and the reads overlap this row's
+ * arithmetic; the head before the first line boundary and the tail take plain stores.  Without `stream` (the
+ * call fits in cache) it is one plain vectorized loop: a line buffer there only costs (gcc copies it through
+ * general registers). */
 #define NORM_STORE_ROW(T, dst, n, stream, ahead_a, ahead_b, j, EXPR)                         \
     do {                                                                                    \
         T *restrict dst_ = (dst);                                                           \
-        const T *pa_ = (ahead_a), *pb_ = (ahead_b);                                         \
-        const int64_t n_ = (n), head_ = norm_line_head(dst_, sizeof(T), n_);                \
-        enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                       \
-        _Pragma("omp simd") for (int64_t j = 0; j < head_; j++) dst_[j] = (EXPR);           \
-        int64_t at_ = head_;                                                                \
-        for (; at_ + LINE_ <= n_; at_ += LINE_) {                                           \
-            T line_[LINE_] __attribute__((aligned(64)));                                    \
-            if (pa_) __builtin_prefetch(pa_ + at_, 0, 2);                                   \
-            if (pb_) __builtin_prefetch(pb_ + at_, 0, 2);                                   \
-            _Pragma("omp simd") for (int64_t k_ = 0; k_ < LINE_; k_++) {                    \
-                const int64_t j = at_ + k_;                                                 \
-                line_[k_] = (EXPR);                                                         \
+        const int64_t n_ = (n);                                                             \
+        int64_t at_ = 0;                                                                    \
+        if (stream) {                                                                       \
+            const T *pa_ = (ahead_a), *pb_ = (ahead_b);                                     \
+            const int64_t head_ = norm_line_head(dst_, sizeof(T), n_);                      \
+            enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                   \
+            _Pragma("omp simd") for (int64_t j = 0; j < head_; j++) dst_[j] = (EXPR);       \
+            for (at_ = head_; at_ + LINE_ <= n_; at_ += LINE_) {                            \
+                T line_[LINE_] __attribute__((aligned(64)));                                \
+                if (pa_) __builtin_prefetch(pa_ + at_, 0, 2);                               \
+                if (pb_) __builtin_prefetch(pb_ + at_, 0, 2);                               \
+                _Pragma("omp simd") for (int64_t k_ = 0; k_ < LINE_; k_++) {                \
+                    const int64_t j = at_ + k_;                                             \
+                    line_[k_] = (EXPR);                                                     \
+                }                                                                           \
+                norm_stream_line(dst_ + at_, line_, sizeof(T));                             \
             }                                                                               \
-            if (stream) norm_stream_line(dst_ + at_, line_, sizeof(T));                     \
-            else memcpy(dst_ + at_, line_, sizeof line_);                                   \
         }                                                                                   \
         _Pragma("omp simd") for (int64_t j = at_; j < n_; j++) dst_[j] = (EXPR);            \
     } while (0)
