@@ -2,11 +2,14 @@
 eval; running statistics over several steps equal the formulas (RELIABILITY.md invariant 10), momentum=None as
 a cumulative average, layout equivalence (8), backward identities and finite differences (11), batch size 0
 and one value per channel (21-23), parity with torch in float64, determinism, guard bands, bad inputs."""
+import contextlib
+
 import numpy as np
 import pytest
 from _compare import assert_bitwise, assert_close
-from _norm_helpers import (DTYPES, backend, both_isas, f64, guarded, margins_untouched, numeric_grad,  # noqa: F401
-                           off_centre, randn, snapshot, unchanged)
+from _backends import backend_id, use_backend
+from _norm_helpers import (BACKENDS, DTYPES, both_isas, f64, guarded, margins_untouched, numeric_grad, off_centre,
+                           randn, snapshot, unchanged)
 from _tolerances import NORM_BACKWARD, NORM_FORWARD, NORM_OFF_CENTRE_ATOL, NORM_VS_TORCH, tolerance
 
 import pyopt
@@ -20,14 +23,27 @@ CASES = [((4, 5, 6, 7), 1), ((4, 6, 7, 5), -1), ((9, 5), 1), ((3, 5, 33), 1), ((
          ((5, 1, 7), 1), ((1, 2), 0), ((6, 1), -1)]  # a single channel, planar and channels-last
 
 
-@pytest.fixture(autouse=True, params=["planned", "tiled"])
-def kernel_path(request):
-    """Every test runs twice: with the C kernels planning for this machine's cache (small planar shapes take the
-    channel-by-channel path, outputs use plain stores) and planning for no cache at all (every call takes the
-    tiled path, outputs streamed), so both C paths meet every assertion at small sizes."""
-    previous = pyopt._c.set_cache_bytes(None if request.param == "planned" else 0)
-    yield request.param
-    pyopt._c.set_cache_bytes(previous)
+@contextlib.contextmanager
+def cache_model(nbytes):
+    """The C kernels planning for a cache of ``nbytes`` (None: this machine's).  0 sends every call down the
+    tiled path with streamed outputs; the machine's cache sends small planar shapes channel by channel."""
+    previous = pyopt._c.set_cache_bytes(nbytes)
+    try:
+        yield
+    finally:
+        pyopt._c.set_cache_bytes(previous)
+
+
+@pytest.fixture(params=[*BACKENDS, ("c-tiled", "avx2")], ids=backend_id)
+def backend(request):
+    """The norm tests' backends plus ``c-tiled``: the C kernels with a cache model of 0 bytes, so small shapes
+    also meet every assertion on the tiled path (and streamed stores) that large ones take."""
+    name, isa = request.param
+    with cache_model(0 if name == "c-tiled" else None):
+        yield from use_backend(type("Request", (), {"param": (name.removesuffix("-tiled"), isa)})())
+
+
+PATHS = pytest.mark.parametrize("cache", [None, 0], ids=["planned", "tiled"])
 
 
 def channels(shape, axis):
@@ -247,9 +263,10 @@ def test_reference_matches_torch_in_float64(rng):
         assert_close(db, bt.grad.numpy(), rtol, atol, "dbias")
 
 
+@PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,axis", [((16, 8, 30, 30), 1), ((16, 30, 30, 8), -1), ((4, 3, 40000), 1)], ids=str)
-def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, rng):
+def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, cache, rng):
     x, w, b, rm, rv = make(rng, shape, axis, dtype)
     dy = randn(rng, shape, dtype)
     results = []
@@ -258,9 +275,10 @@ def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, rng):
         for threads in (1, 2, 1):
             pyopt.set_num_threads(threads)
             rm_k, rv_k = rm.copy(), rv.copy()
-            y, sm, sr = F.batch_norm(x, w, b, rm_k, rv_k, training=True, axis=axis, backend="c")
-            dx, dw, db = F.batch_norm_backward(dy, x, w, sm, sr, axis=axis, backend="c")
-            dxe, dwe, dbe = F.batch_norm_backward(dy, x, w, sm, sr, training=False, axis=axis, backend="c")
+            with cache_model(cache):
+                y, sm, sr = F.batch_norm(x, w, b, rm_k, rv_k, training=True, axis=axis, backend="c")
+                dx, dw, db = F.batch_norm_backward(dy, x, w, sm, sr, axis=axis, backend="c")
+                dxe, dwe, dbe = F.batch_norm_backward(dy, x, w, sm, sr, training=False, axis=axis, backend="c")
             results.append((y, sm, sr, rm_k, rv_k, dx, dw, db, dxe, dwe, dbe))
     finally:
         pyopt.set_num_threads(previous)
@@ -405,9 +423,10 @@ def test_bytes_moved_counts_the_minimum_traffic():
     assert bytes_moved(n, C, 4, which="both") == bytes_moved(n, C, 4) + bytes_moved(n, C, 4, which="backward")
 
 
+@PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,axis", [((6, 5, 7, 9), 1), ((6, 7, 9, 5), -1), ((2, 3, 20011), 1)], ids=str)
-def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, rng):
+def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, cache, rng):
     if "avx2" not in pyopt._c.isas():
         pytest.skip(reason="no AVX2 on this CPU")
     x, w, b, rm, rv = make(rng, shape, axis, dtype)
@@ -418,7 +437,8 @@ def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, rng):
         y, sm, sr = F.batch_norm(x, w, b, rm_k, rv_k, training=True, axis=axis, backend="c")
         return (y, sm, sr, rm_k, rv_k) + F.batch_norm_backward(dy, x, w, sm, sr, axis=axis, backend="c")
 
-    results = both_isas(run)
+    with cache_model(cache):
+        results = both_isas(run)
     names = ("y", "save_mean", "save_rstd", "running_mean", "running_var", "dx", "dw", "db")
     for name, a, e in zip(names, results["avx2"], results["baseline"]):
         assert_bitwise(a, e, name)
@@ -429,21 +449,18 @@ def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, rng):
 def test_channel_path_streams_the_same_bits_inside_guard_bands(inner, dtype, rng):
     """The channel-by-channel path with streamed outputs (a cache model small enough that the call streams but a
     channel still fits): bitwise what its plain stores give, at several offsets from a line, margins untouched.
-    (It sets the cache model itself, so the kernel_path fixture's setting does not matter here.)"""
+    """
     shape = (4, 6, inner)
     x, w, b, _, _ = make(rng, shape, 1, dtype)
     dy = randn(rng, shape, dtype)
     results = {}
     for cache in (None, 8 * shape[0] * inner * np.dtype(dtype).itemsize * 2):  # channel (x, dy) = 1/4 of it
         for pad in (0, 3, 5):
-            pyopt._c.set_cache_bytes(cache)
-            try:
-                y, ybuf = guarded(shape, dtype, pad)
-                dx, dxbuf = guarded(shape, dtype, pad)
+            y, ybuf = guarded(shape, dtype, pad)
+            dx, dxbuf = guarded(shape, dtype, pad)
+            with cache_model(cache):
                 _, sm, sr = F.batch_norm(x, w, b, training=True, out=y, backend="c")
                 F.batch_norm_backward(dy, x, w, sm, sr, out=dx, backend="c")
-            finally:
-                pyopt._c.set_cache_bytes(None)
             assert margins_untouched(ybuf, pad) and margins_untouched(dxbuf, pad)
             results[cache, pad] = (y, dx, sm, sr)
     for (cache, pad), arrays in results.items():
