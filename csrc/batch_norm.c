@@ -14,7 +14,9 @@
  * NORM_CHUNK elements for float32 NCHW runs) then, for batch statistics, one elementwise pass
  * dx = w rstd (dy - mean(dy) - xhat mean(dy xhat)); with running statistics dx = w rstd dy is written during the
  * sums pass.  The residual mean of x - save_mean re-centres xhat (see layer_norm.c).
- * Bytes per element (fp32): training forward 12, eval forward 8, training backward 20, eval backward 12.
+ * Bytes per element (fp32), the minimum: forward 8, backward 12.  The channel path (planar, a channel within a
+ * quarter of the cache) reaches it: its second pass over a channel reads cache.  The tiled path reads x (dy, x)
+ * from memory twice in training: 12 forward, 20 backward.
  *
  * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE

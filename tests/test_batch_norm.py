@@ -413,12 +413,13 @@ def test_property_any_shape_axis_and_layout_matches_the_reference(shape, axis_pi
 
 
 def test_bytes_moved_counts_the_minimum_traffic():
-    """Training reads x twice (statistics, then normalize) and dy, x twice in the backward; eval is one pass."""
+    """Each element read once per input and written once per output (training's second read of a channel comes
+    from cache); per channel the affine params, running stats and saved statistics."""
     from pyopt.reference.batch_norm import bytes_moved
     n, C = 32 * 64 * 56 * 56, 64
-    assert bytes_moved(n, C, 4) == 4 * (3 * n + C * (2 + 4 + 2))
+    assert bytes_moved(n, C, 4) == 4 * (2 * n + C * (2 + 4 + 2))
     assert bytes_moved(n, C, 4, training=False) == 4 * (2 * n + C * (2 + 2 + 2))
-    assert bytes_moved(n, C, 4, which="backward") == 4 * (5 * n + 5 * C)
+    assert bytes_moved(n, C, 4, which="backward") == 4 * (3 * n + 5 * C)
     assert bytes_moved(n, C, 4, which="backward", training=False) == 4 * (3 * n + 5 * C)
     assert bytes_moved(n, C, 4, which="both") == bytes_moved(n, C, 4) + bytes_moved(n, C, 4, which="backward")
 
