@@ -139,7 +139,7 @@ def bn_backward_channel(c, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweigh
     (``coef[2]`` from :func:`bn_k1`).  With batch statistics ``xhat`` is re-centred on the exact mean
     (the residual ``sum xc / count``), as in LayerNorm."""
     r = np.float64(save_rstd[c])
-    shift = s_x / count if use_batch_stats else 0.0
+    shift = s_x / count if use_batch_stats and count > 0 else 0.0  # (no values: the empty sums)
     s_dyxhat = r * (s_dyx - shift * s_dy)
     dweight[c] = s_dyxhat
     dbias[c] = s_dy

@@ -324,14 +324,14 @@ def _make_finalize_cuda(has_w, has_b):
         coef = view(pcoef, 0, 4 * C, proto).reshape((4, C))
         for c in range(cuda.grid(1), C, cuda.gridsize(1)):
             n = mean = m2 = 0.0
-            if use_batch_stats:
+            if use_batch_stats and K == 0:
+                mean = var = np.nan  # an empty batch: NaN statistics, as the reference
+            elif use_batch_stats:
                 for k in range(K):
                     o0, o1, i0, i1 = item(k, outer, inner, rows, length, slices)
                     n, mean, m2 = merge(n, mean, m2, np.float64((o1 - o0) * (i1 - i0)), part[k * C + c],
                                         part[(K + k) * C + c])
                 var = m2 / n
-                if K == 0:
-                    mean = var  # an empty batch: NaN statistics, as the reference
             else:
                 mean, var = np.float64(rm[c]), np.float64(rv[c])
             forward_channel(c, mean, var, n, w, b, rm, rv, momentum, eps, sm, sr, coef, update, has_w, has_b)
