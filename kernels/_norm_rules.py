@@ -94,11 +94,12 @@ def rms_backward_coef(sum_gx, rstd_t, n):
 
 
 @rule
-def bn_forward_channel(c, mean, var, n, weight, bias, running_mean, running_var, momentum, eps, save_mean,
+def bn_forward_channel(c, C, mean, var, n, weight, bias, running_mean, running_var, momentum, eps, save_mean,
                        save_rstd, coef, update, has_w, has_b):
     """Channel ``c``'s statistics (float64, ``n`` values) into ``save_mean``/``save_rstd``, the running-stat
     update when ``update`` (ATen's rule: ``rm = a mean + (1 - a) rm``, ``rv = a var n/(n-1) + (1 - a) rv``,
-    in float64), and the elementwise pass's constants ``coef[:, c] = (mean_hi, mean_lo, rstd w, b)``."""
+    in float64), and the elementwise pass's constants ``coef[k C + c]``, k = 0..3: ``(mean_hi, mean_lo, rstd w,
+    b)`` (a flat array: a 2-D view would need numba's reshape helper, which a CUDA kernel cannot link)."""
     if update:
         running_mean[c] = momentum * mean + (1.0 - momentum) * np.float64(running_mean[c])
         running_var[c] = momentum * (var * n / (n - 1.0)) + (1.0 - momentum) * np.float64(running_var[c])
@@ -106,15 +107,15 @@ def bn_forward_channel(c, mean, var, n, weight, bias, running_mean, running_var,
     save_mean[c] = mean
     save_rstd[c] = rstd
     mh, ml = split(mean, save_mean[c])
-    coef[0, c] = mh
-    coef[1, c] = ml
-    coef[2, c] = rstd * np.float64(weight[c]) if has_w else rstd
-    coef[3, c] = bias[c] if has_b else 0.0  # stored: rounded to coef's dtype, no float64 maths
+    coef[c] = mh
+    coef[C + c] = ml
+    coef[2 * C + c] = rstd * np.float64(weight[c]) if has_w else rstd
+    coef[3 * C + c] = bias[c] if has_b else 0.0  # stored: rounded to coef's dtype, no float64 maths
 
 
 @rule
 def bn_k1(c, weight, save_rstd, has_w):
-    """``w rstd`` of channel ``c`` in float64, the factor of ``dx`` (stored as ``coef[2, c]``; the sums pass
+    """``w rstd`` of channel ``c`` in float64, the factor of ``dx`` (stored as ``coef[2 C + c]``; the sums pass
     writes ``dx = dy k1`` with it in eval mode)."""
     r = np.float64(save_rstd[c])
     return r * np.float64(weight[c]) if has_w else r
@@ -133,9 +134,11 @@ def bn_item(k, outer, inner, rows, length, slices):
 
 
 @rule
-def bn_backward_channel(c, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweight, dbias, coef, use_batch_stats):
+def bn_backward_channel(c, C, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweight, dbias, coef,
+                        use_batch_stats):
     """Channel ``c``'s ``dweight = sum dy xhat``, ``dbias = sum dy`` from its sums (``xc = x - save_mean``), and
-    the constants of the training pass ``coef[:, c] = (mean_hi, mean_lo, w rstd, mean(dy), mean(dy xhat), rstd)``
+    the constants of the training pass ``coef[k C + c]``, k = 0..5: ``(mean_hi, mean_lo, w rstd, mean(dy),
+    mean(dy xhat), rstd)``
     (``coef[2]`` from :func:`bn_k1`).  With batch statistics ``xhat`` is re-centred on the exact mean
     (the residual ``sum xc / count``), as in LayerNorm."""
     r = np.float64(save_rstd[c])
@@ -144,11 +147,11 @@ def bn_backward_channel(c, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweigh
     dweight[c] = s_dyxhat
     dbias[c] = s_dy
     mh, ml = split(np.float64(save_mean[c]) + shift, save_rstd[c])
-    coef[0, c] = mh
-    coef[1, c] = ml
-    coef[3, c] = s_dy / count
-    coef[4, c] = s_dyxhat / count
-    coef[5, c] = save_rstd[c]
+    coef[c] = mh
+    coef[C + c] = ml
+    coef[3 * C + c] = s_dy / count
+    coef[4 * C + c] = s_dyxhat / count
+    coef[5 * C + c] = save_rstd[c]
 
 
 # ---------------------------------------------------------------- per-element terms and outputs

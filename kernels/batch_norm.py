@@ -106,7 +106,7 @@ def _make_forward_cpu(loop, stamp, planar, has_w, has_b):
                 var = m2 / n
             else:
                 mean, var = np.float64(running_mean[c]), np.float64(running_var[c])
-            _forward_channel(c, mean, var, n, w, b, running_mean, running_var, momentum, eps, save_mean,
+            _forward_channel(c, C, mean, var, n, w, b, running_mean, running_var, momentum, eps, save_mean,
                              save_rstd, coef, update, has_w, has_b)
         if planar:
             for t in loop(outer * C * slices):
@@ -115,12 +115,12 @@ def _make_forward_cpu(loop, stamp, planar, has_w, has_b):
                 i0 = s * length
                 i1 = min(i0 + length, inner)
                 xs, ys = x[o, c, i0:i1], y[o, c, i0:i1]
-                mh, ml, alpha, beta = coef[0, c], coef[1, c], coef[2, c], coef[3, c]
+                mh, ml, alpha, beta = coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]
                 for i in range(i1 - i0):
                     _apply(xs, ys, i, mh, ml, alpha, beta)
         else:
             x2, y2 = x.reshape((outer, C)), y.reshape((outer, C))
-            mh, ml, alpha, beta = coef[0], coef[1], coef[2], coef[3]
+            mh, ml, alpha, beta = coef[:C], coef[C:2 * C], coef[2 * C:3 * C], coef[3 * C:4 * C]
             for o in loop(outer):
                 xr, yr = x2[o], y2[o]
                 for c in range(C):
@@ -136,14 +136,14 @@ def _make_backward_cpu(loop, stamp, planar, has_w):
         outer, C, inner = x.shape
         K = p.shape[1]
         for c in range(C):
-            coef[2, c] = _k1(c, w, save_rstd, has_w)
+            coef[2 * C + c] = _k1(c, w, save_rstd, has_w)
         write_dx = not use_batch_stats
         if planar:
             for t in loop(C * K):
                 c, k = t // K, t % K
                 o0, o1, i0, i1 = _item(k, outer, inner, rows, length, slices)
                 m = np.float64(save_mean[c])
-                k1 = coef[2, c]
+                k1 = coef[2 * C + c]
                 s_dy = s_dyx = s_x = 0.0
                 for o in range(o0, o1):
                     dys, xs = dy[o, c, i0:i1], x[o, c, i0:i1]
@@ -160,7 +160,7 @@ def _make_backward_cpu(loop, stamp, planar, has_w):
                 p[2, k, c] = s_x
         else:
             x2, dy2, dx2 = x.reshape((outer, C)), dy.reshape((outer, C)), dx.reshape((outer, C))
-            k1s = coef[2]
+            k1s = coef[2 * C:3 * C]
             for k in loop(K):
                 o0, o1, _i0, _i1 = _item(k, outer, 1, rows, 1, 1)
                 p0, p1, p2 = p[0, k], p[1, k], p[2, k]
@@ -182,7 +182,7 @@ def _make_backward_cpu(loop, stamp, planar, has_w):
                 s_dy += p[0, k, c]
                 s_dyx += p[1, k, c]
                 s_x += p[2, k, c]
-            _backward_channel(c, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweight, dbias, coef,
+            _backward_channel(c, C, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweight, dbias, coef,
                               use_batch_stats)
         if not use_batch_stats:
             return
@@ -193,12 +193,14 @@ def _make_backward_cpu(loop, stamp, planar, has_w):
                 i0 = s * length
                 i1 = min(i0 + length, inner)
                 dys, xs, dxs = dy[o, c, i0:i1], x[o, c, i0:i1], dx[o, c, i0:i1]
-                mh, ml, k1, mean_dy, q, r = coef[0, c], coef[1, c], coef[2, c], coef[3, c], coef[4, c], coef[5, c]
+                mh, ml, k1, mean_dy, q, r = (coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c], coef[4 * C + c],
+                                             coef[5 * C + c])
                 for i in range(i1 - i0):
                     _backward_apply(dys, xs, dxs, i, mh, ml, k1, mean_dy, q, r)
         else:
             x2, dy2, dx2 = x.reshape((outer, C)), dy.reshape((outer, C)), dx.reshape((outer, C))
-            mh, ml, k1, mean_dy, q, r = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
+            mh, ml, k1, mean_dy, q, r = (coef[:C], coef[C:2 * C], coef[2 * C:3 * C], coef[3 * C:4 * C],
+                                         coef[4 * C:5 * C], coef[5 * C:6 * C])
             for o in loop(outer):
                 dyr, xr, dxr = dy2[o], x2[o], dx2[o]
                 for c in range(C):
@@ -225,7 +227,7 @@ def numba_forward(x, weight, bias, running_mean, running_var, use_batch_stats, m
     rv = placeholder(sd) if running_var is None else running_var
     driver = CPU_FORWARD.get((inner > 1, wc is not None, bc is not None), xc.size)
     driver(xc, placeholder(t) if wc is None else wc, placeholder(t) if bc is None else bc, rm, rv, yc, save_mean,
-           save_rstd, scratch("bn_mean", (K, C)), scratch("bn_m2", (K, C)), scratch("bn_coef", (4, C), t), rows,
+           save_rstd, scratch("bn_mean", (K, C)), scratch("bn_m2", (K, C)), scratch("bn_coef", (4 * C,), t), rows,
            length, slices, bool(use_batch_stats), bool(use_batch_stats and running_mean is not None),
            np.float64(momentum), np.float64(eps))
     _nk._copy_back(y, yc)
@@ -242,7 +244,7 @@ def numba_backward(dy, x, weight, save_mean, save_rstd, use_batch_stats, dx, dwe
         rows, length, slices, K = geometry(outer, C, inner)
         driver = CPU_BACKWARD.get((inner > 1, wc is not None), xc.size)
         driver(dyc, xc, placeholder(xc.dtype) if wc is None else wc, save_mean, save_rstd, dxc, dwc, dbc,
-               scratch("bn_sums", (3, K, C)), scratch("bn_coef", (6, C), xc.dtype), rows, length, slices,
+               scratch("bn_sums", (3, K, C)), scratch("bn_coef", (6 * C,), xc.dtype), rows, length, slices,
                bool(use_batch_stats))
     for out, computed in ((dx, dxc), (dweight, dwc), (dbias, dbc)):
         _nk._copy_back(out, computed)
@@ -321,7 +323,7 @@ def _make_finalize_cuda(has_w, has_b):
         w, b = view(pw, 0, C, proto), view(pb, 0, C, proto)
         rm, rv = view(prm, 0, C, stat_proto), view(prv, 0, C, stat_proto)
         sm, sr = view(psm, 0, C, stat_proto), view(psr, 0, C, stat_proto)
-        coef = view(pcoef, 0, 4 * C, proto).reshape((4, C))
+        coef = view(pcoef, 0, 4 * C, proto)
         for c in range(cuda.grid(1), C, cuda.gridsize(1)):
             n = mean = m2 = 0.0
             if use_batch_stats and K == 0:
@@ -334,7 +336,7 @@ def _make_finalize_cuda(has_w, has_b):
                 var = m2 / n
             else:
                 mean, var = np.float64(rm[c]), np.float64(rv[c])
-            forward_channel(c, mean, var, n, w, b, rm, rv, momentum, eps, sm, sr, coef, update, has_w, has_b)
+            forward_channel(c, C, mean, var, n, w, b, rm, rv, momentum, eps, sm, sr, coef, update, has_w, has_b)
 
     return batch_norm_finalize_cuda
 
@@ -349,7 +351,7 @@ def _make_apply_cuda(planar, backward):
         total = outer * C * inner
         x, dy, out = view(px, 0, total, proto), view(pdy, 0, total if backward else 0, proto), view(pout, 0, total,
                                                                                                     proto)
-        coef = view(pcoef, 0, (6 if backward else 4) * C, proto).reshape((6 if backward else 4, C))
+        coef = view(pcoef, 0, (6 if backward else 4) * C, proto)
         t, step = cuda.threadIdx.x, cuda.blockDim.x
         if planar:
             for it in range(cuda.blockIdx.x, outer * C * slices, cuda.gridDim.x):
@@ -360,19 +362,19 @@ def _make_apply_cuda(planar, backward):
                 base = run * inner
                 for i in range(base + i0 + t, base + i1, step):
                     if backward:
-                        backward_apply(dy, x, out, i, coef[0, c], coef[1, c], coef[2, c], coef[3, c], coef[4, c],
-                                       coef[5, c])
+                        backward_apply(dy, x, out, i, coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c],
+                                       coef[4 * C + c], coef[5 * C + c])
                     else:
-                        apply(x, out, i, coef[0, c], coef[1, c], coef[2, c], coef[3, c])
+                        apply(x, out, i, coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c])
         else:
             for o in range(cuda.blockIdx.x, outer, cuda.gridDim.x):
                 for c in range(t, C, step):
                     i = o * C + c
                     if backward:
-                        backward_apply(dy, x, out, i, coef[0, c], coef[1, c], coef[2, c], coef[3, c], coef[4, c],
-                                       coef[5, c])
+                        backward_apply(dy, x, out, i, coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c],
+                                       coef[4 * C + c], coef[5 * C + c])
                     else:
-                        apply(x, out, i, coef[0, c], coef[1, c], coef[2, c], coef[3, c])
+                        apply(x, out, i, coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c])
 
     return batch_norm_apply_cuda
 
@@ -449,15 +451,15 @@ def _make_backward_finalize_cuda(has_w):
         part = view(ppart, 0, 3 * K * C, 0.0)
         w, dweight, dbias = view(pw, 0, C, proto), view(pdw, 0, C, proto), view(pdb, 0, C, proto)
         sm, sr = view(psm, 0, C, stat_proto), view(psr, 0, C, stat_proto)
-        coef = view(pcoef, 0, 6 * C, proto).reshape((6, C))
+        coef = view(pcoef, 0, 6 * C, proto)
         for c in range(cuda.grid(1), C, cuda.gridsize(1)):
             s_dy = s_dyx = s_x = 0.0
             for k in range(K):
                 s_dy += part[k * C + c]
                 s_dyx += part[(K + k) * C + c]
                 s_x += part[(2 * K + k) * C + c]
-            coef[2, c] = k1_of(c, w, sr, has_w)
-            backward_channel(c, s_dy, s_dyx, s_x, count, sm, sr, dweight, dbias, coef, use_batch_stats)
+            coef[2 * C + c] = k1_of(c, w, sr, has_w)
+            backward_channel(c, C, s_dy, s_dyx, s_x, count, sm, sr, dweight, dbias, coef, use_batch_stats)
 
     return batch_norm_backward_finalize_cuda
 
