@@ -367,7 +367,6 @@ def time_norms(cuda, timer, torch, simulated, deadline):
             ms, p20, p80 = timer(step)
             rows_out.append(dict(op=label, impl="pyopt cuda", n=n, ms=ms, p20=p20, p80=p80, gbs=nbytes / ms / 1e6,
                                  pct_copy=100 * nbytes / ms / 1e6 / copy_gbs))
-            del dx_, ddy, dy_out, out
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             rows_out.append(dict(op=label, impl="pyopt cuda", n=n, error=f"{type(exc).__name__}: {exc}"))
