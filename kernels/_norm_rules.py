@@ -149,8 +149,9 @@ def bn_backward_channel(c, C, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dwe
     mh, ml = split(np.float64(save_mean[c]) + shift, save_rstd[c])
     coef[c] = mh
     coef[C + c] = ml
-    coef[3 * C + c] = s_dy / count
-    coef[4 * C + c] = s_dyxhat / count
+    if count > 0:  # (an empty batch has no elementwise pass)
+        coef[3 * C + c] = s_dy / count
+        coef[4 * C + c] = s_dyxhat / count
     coef[5 * C + c] = save_rstd[c]
 
 

@@ -42,23 +42,29 @@ def on_device(a):
     return not isinstance(a, np.ndarray) and arrays.device_array(a) is not None
 
 
-def check_dtype(a, name, dtype=None):
-    """``a`` is an ndarray of float16/32/64, or a device array of float32/64 (of ``dtype`` when given)."""
+def check_dtype(a, name, dtype=None, device=False):
+    """``a`` is an ndarray of float16/32/64, or (``device``: x is a device array, or this is x) a device array of
+    float32/64; of ``dtype`` when given."""
     if isinstance(a, np.ndarray):
-        actual, allowed, what = a.dtype, NORM_DTYPES, "float16, float32 or float64"
-    else:
-        actual, allowed = _device_info(a, name).dtype, DEVICE_DTYPES
-        what = "float32 or float64 (the cuda kernels have no float16 path)"
-    if dtype is None and actual not in allowed:
-        raise TypeError(f"{name} must be {what}, got {actual}")
+        if dtype is None and a.dtype not in NORM_DTYPES:
+            raise TypeError(f"{name} must be float16, float32 or float64, got {a.dtype}")
+        if dtype is not None and a.dtype != dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but must have dtype {np.dtype(dtype)}")
+        return
+    if not device:
+        raise TypeError(f"{name} must be a numpy.ndarray, got {_describe(a)}")
+    actual = _device_info(a, name).dtype
+    if dtype is None and actual not in DEVICE_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64 (the cuda kernels have no float16 path), got {actual}")
     if dtype is not None and actual != dtype:
         raise TypeError(f"{name} has dtype {actual} but must have dtype {np.dtype(dtype)}")
 
 
-def check_array(a, name, *, dtype=None):
-    """A float16/32/64 ndarray (of ``dtype`` when given), returned C-contiguous (copied when it is not); a device
-    array is returned as its :class:`~pyopt.arrays.DeviceArray` and must already be C-contiguous."""
-    check_dtype(a, name, dtype)
+def check_array(a, name, *, dtype=None, device=False):
+    """A float16/32/64 ndarray (of ``dtype`` when given), returned C-contiguous (copied when it is not); with
+    ``device``, a device array is accepted and returned as its :class:`~pyopt.arrays.DeviceArray` (it must already
+    be C-contiguous)."""
+    check_dtype(a, name, dtype, device)
     if isinstance(a, np.ndarray):
         return a if a.flags.c_contiguous else np.ascontiguousarray(a)  # (ascontiguousarray makes 0-d arrays 1-d)
     info = arrays.device_array(a)
@@ -85,29 +91,29 @@ def kernel_view(a):
 
 def check_devices(x, named):
     """Every array of ``named`` ((name, array) pairs, None skipped) is where ``x`` is: all NumPy, or all on one
-    CUDA device.  Raised before any kernel runs."""
+    CUDA device.  Called for a device x (on the host path, the checks refuse anything but NumPy arrays)."""
     where = arrays.device_name(x)
     for name, a in named:
         if a is not None and arrays.device_name(a) != where:
             raise ValueError(f"{name} is on {arrays.device_name(a)} but x is on {where}")
 
 
-def check_param(a, name, shape, dtype, what):
+def check_param(a, name, shape, dtype, what, device=False):
     """An optional per-feature/per-channel array (weight, bias, running stats, saved stats) of ``shape``."""
     if a is None:
         return None
-    a = check_array(a, name, dtype=dtype)
+    a = check_array(a, name, dtype=dtype, device=device)
     if a.shape != tuple(shape):
         raise ValueError(f"{name} has shape {a.shape} but {what} is {tuple(shape)}")
     return a
 
 
-def check_state(a, name, shape, dtype):
+def check_state(a, name, shape, dtype, device=False):
     """An optional in-place state array (BatchNorm's running stats): checked like a param, never copied (a device
     array is returned as its :class:`~pyopt.arrays.DeviceArray`)."""
     if a is None:
         return None
-    check_dtype(a, name, dtype)
+    check_dtype(a, name, dtype, device)
     info = a if isinstance(a, np.ndarray) else arrays.device_array(a)
     if info.shape != tuple(shape):
         raise ValueError(f"{name} has shape {info.shape} but the channel count is {tuple(shape)}")
@@ -119,35 +125,45 @@ def check_state(a, name, shape, dtype):
 
 def check_output(out, name, shape, dtype, like=None):
     """``out`` if given (C-contiguous, writable, of ``shape`` and ``dtype``), else a new array: a NumPy array, or,
-    when ``like`` is a device array, one on its device of its kind (:func:`pyopt.arrays.empty_device`)."""
-    if out is None:
-        if like is None or isinstance(like, np.ndarray):
+    when ``like`` is a device array (x's :class:`~pyopt.arrays.DeviceArray`), one on its device of its kind
+    (:func:`pyopt.arrays.empty_device`)."""
+    if like is None or isinstance(like, np.ndarray):
+        if out is None:
             return np.empty(shape, dtype)
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {_describe(out)}")
+        if out.dtype != dtype:
+            raise TypeError(f"{name} has dtype {out.dtype} but must have dtype {np.dtype(dtype)}")
+        if out.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {out.shape} but must have shape {tuple(shape)}")
+        check_writable(out, name)
+        if not out.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (got strides {out.strides} for shape {out.shape})")
+        return out
+    if out is None:
         return arrays.empty_device(like, shape, dtype)
-    if isinstance(out, np.ndarray):
-        actual_dtype, actual_shape, contiguous, strides = out.dtype, out.shape, out.flags.c_contiguous, out.strides
-    else:
-        info = _device_info(out, name)
-        actual_dtype, actual_shape, contiguous, strides = info.dtype, info.shape, info.c_contiguous, info.strides
-    if actual_dtype != dtype:
-        raise TypeError(f"{name} has dtype {actual_dtype} but must have dtype {np.dtype(dtype)}")
-    if actual_shape != tuple(shape):
-        raise ValueError(f"{name} has shape {actual_shape} but must have shape {tuple(shape)}")
+    info = _device_info(out, name)
+    if info.dtype != dtype:
+        raise TypeError(f"{name} has dtype {info.dtype} but must have dtype {np.dtype(dtype)}")
+    if info.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {info.shape} but must have shape {tuple(shape)}")
     check_writable(out, name)
-    if not contiguous:
-        raise ValueError(f"{name} must be C-contiguous (got strides {strides} for shape {actual_shape})")
+    if not info.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (got strides {info.strides} for shape {info.shape})")
     return out
 
 
 def check_writable(a, name):
     if isinstance(a, np.ndarray):
-        readonly, size, strides = not a.flags.writeable, a.size, a.strides
-    else:
-        info = _device_info(a, name)
-        readonly, size, strides = info.readonly, info.size, info.strides or ()
-    if readonly:
+        if not a.flags.writeable:
+            raise ValueError(f"{name} is read-only but this op writes it")
+        if a.size > 1 and 0 in a.strides:
+            raise ValueError(f"{name} has a zero stride (a broadcast view); an output must own each element")
+        return
+    info = _device_info(a, name)
+    if info.readonly:
         raise ValueError(f"{name} is read-only but this op writes it")
-    if size > 1 and 0 in strides:
+    if info.size > 1 and 0 in (info.strides or ()):
         raise ValueError(f"{name} has a zero stride (a broadcast view); an output must own each element")
 
 
@@ -162,22 +178,29 @@ def check_eps(eps):
 def check_no_alias(outputs, others):
     """No output shares memory with another output or with any input (a fused kernel reads what it has not yet
     written).  ``outputs``/``others``: (name, array) pairs; None entries are skipped.  Bounds are compared, so
-    interleaved strided views count as overlapping: refused, never silently wrong."""
-    outputs = [(n, a) for n, a in outputs if a is not None and numel(a)]
-    others = [(n, a) for n, a in others if a is not None and numel(a)]
+    interleaved strided views count as overlapping: refused, never silently wrong.  The arrays are all NumPy or
+    device arrays but for BatchNorm's host counter (:func:`check_devices` ran first); the first output says which."""
+    if isinstance(outputs[0][1], np.ndarray):
+        outputs = [(n, a) for n, a in outputs if a is not None and a.size]
+        others = [(n, a) for n, a in others if a is not None and a.size]
+        overlap = np.may_share_memory
+    else:
+        outputs = [(n, a) for n, a in outputs if a is not None and numel(a)]
+        others = [(n, a) for n, a in others if a is not None and numel(a)]
+        overlap = _device_overlap
     for k, (name, out) in enumerate(outputs):
         for other_name, other in outputs[k + 1:] + others:
-            if _may_overlap(out, other):
+            if overlap(out, other):
                 raise ValueError(f"{name} overlaps {other_name} in memory; outputs must not share memory with "
                                  "inputs or with other outputs")
 
 
-def _may_overlap(a, b):
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return np.may_share_memory(a, b)
+def _device_overlap(a, b):
+    """Byte ranges of two device arrays intersect (contiguous arrays: all the device path accepts); a host array
+    (BatchNorm's counter) never overlaps device memory."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return False  # host and device memory (check_devices refuses the mix)
-    a, b = arrays.device_array(a), arrays.device_array(b)  # byte ranges (contiguous arrays: all that is allowed)
+        return False
+    a, b = arrays.device_array(a), arrays.device_array(b)
     return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
 
 

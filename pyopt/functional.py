@@ -140,17 +140,16 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     (:func:`pyopt.arrays.empty_device`).  The same holds for every norm op below.
     """
     x_in = x
-    x = _na.check_array(x, "x")
-    shape = _na.check_normalized_shape(normalized_shape, x)
-    weight_in, bias_in = weight, bias
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
-    bias = _na.check_param(bias, "bias", shape, x.dtype, "normalized_shape")
-    eps = _na.check_eps(eps)
-    lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
+    x = _na.check_array(x, "x", device=True)
     device = not isinstance(x, np.ndarray)
     if device:
-        _na.check_devices(x_in, [("weight", weight_in), ("bias", bias_in), ("out", out), ("mean", mean),
-                                 ("rstd", rstd)])
+        _na.check_devices(x_in, [("weight", weight), ("bias", bias), ("out", out), ("mean", mean), ("rstd", rstd)])
+    shape = _na.check_normalized_shape(normalized_shape, x)
+    weight_in, bias_in = weight, bias
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
+    bias = _na.check_param(bias, "bias", shape, x.dtype, "normalized_shape", device)
+    eps = _na.check_eps(eps)
+    lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
     y = _na.check_output(out, "out", x.shape, x.dtype, x)
     mean = _na.check_output(mean, "mean", lead, sd, x)
     rstd = _na.check_output(rstd, "rstd", lead, sd, x)
@@ -176,20 +175,20 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_shape, *, out=None
     ``dbias``: optional preallocated outputs.  Deterministic: bitwise the same for any thread count.
     """
     originals = [("dy", dy), ("x", x), ("weight", weight), ("mean", mean), ("rstd", rstd)]
-    x_in, x = x, _na.check_array(x, "x")
+    x_in, x = x, _na.check_array(x, "x", device=True)
     device = not isinstance(x, np.ndarray)
     if device:
         _na.check_devices(x_in, originals + [("out", out), ("dweight", dweight), ("dbias", dbias)])
-    dy = _na.check_array(dy, "dy", dtype=x.dtype)
+    dy = _na.check_array(dy, "dy", dtype=x.dtype, device=device)
     if dy.shape != x.shape:
         raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}")
     shape = _na.check_normalized_shape(normalized_shape, x)
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
     if mean is None or rstd is None:
         raise TypeError("layer_norm_backward needs the mean and rstd that layer_norm returned")
-    mean = _na.check_param(mean, "mean", lead, sd, "x's leading shape")
-    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape")
+    mean = _na.check_param(mean, "mean", lead, sd, "x's leading shape", device)
+    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape", device)
     dx = _na.check_output(out, "out", x.shape, x.dtype, x)
     dweight = _na.check_output(dweight, "dweight", shape, x.dtype, x)
     dbias = _na.check_output(dbias, "dbias", shape, x.dtype, x)
@@ -211,12 +210,12 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, rstd=None,
     optional preallocated outputs.
     """
     x_in, weight_in = x, weight
-    x = _na.check_array(x, "x")
+    x = _na.check_array(x, "x", device=True)
     device = not isinstance(x, np.ndarray)
     if device:
-        _na.check_devices(x_in, [("weight", weight_in), ("out", out), ("rstd", rstd)])
+        _na.check_devices(x_in, [("weight", weight), ("out", out), ("rstd", rstd)])
     shape = _na.check_normalized_shape(normalized_shape, x)
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
     eps = float(np.finfo(x.dtype).eps) if eps is None else _na.check_eps(eps)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
     y = _na.check_output(out, "out", x.shape, x.dtype, x)
@@ -238,19 +237,19 @@ def rms_norm_backward(dy, x, weight, rstd, normalized_shape, *, out=None, dweigh
     ``dweight = sum(dy * xhat)`` over the leading dimensions.  Deterministic for any thread count.
     """
     originals = [("dy", dy), ("x", x), ("weight", weight), ("rstd", rstd)]
-    x_in, x = x, _na.check_array(x, "x")
+    x_in, x = x, _na.check_array(x, "x", device=True)
     device = not isinstance(x, np.ndarray)
     if device:
         _na.check_devices(x_in, originals + [("out", out), ("dweight", dweight)])
-    dy = _na.check_array(dy, "dy", dtype=x.dtype)
+    dy = _na.check_array(dy, "dy", dtype=x.dtype, device=device)
     if dy.shape != x.shape:
         raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}")
     shape = _na.check_normalized_shape(normalized_shape, x)
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
     if rstd is None:
         raise TypeError("rms_norm_backward needs the rstd that rms_norm returned")
-    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape")
+    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape", device)
     dx = _na.check_output(out, "out", x.shape, x.dtype, x)
     dweight = _na.check_output(dweight, "dweight", shape, x.dtype, x)
     _na.check_no_alias([("out", dx), ("dweight", dweight)], originals)
@@ -278,7 +277,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     An x whose channel axis is innermost in memory (PyTorch's channels_last) is used in place and ``y`` gets the
     same layout; ``out`` must then have it too.
     """
-    _na.check_dtype(x, "x")
+    _na.check_dtype(x, "x", device=True)
     axis = _na.check_axis(axis, x)
     layout = _na.ChannelLayout(x, axis)
     device = layout.device is not None
@@ -287,12 +286,12 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
                               ("running_var", running_var), ("out", out), ("save_mean", save_mean),
                               ("save_rstd", save_rstd)])
     C, sd, dtype = layout.channels, _na.stat_dtype(layout.dtype), layout.dtype
-    w = _na.check_param(weight, "weight", (C,), dtype, "the channel count")
-    b = _na.check_param(bias, "bias", (C,), dtype, "the channel count")
+    w = _na.check_param(weight, "weight", (C,), dtype, "the channel count", device)
+    b = _na.check_param(bias, "bias", (C,), dtype, "the channel count", device)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
-    running_mean = _na.check_state(running_mean, "running_mean", (C,), sd)
-    running_var = _na.check_state(running_var, "running_var", (C,), sd)
+    running_mean = _na.check_state(running_mean, "running_mean", (C,), sd, device)
+    running_var = _na.check_state(running_var, "running_var", (C,), sd, device)
     momentum = _na.check_momentum(momentum)
     eps = _na.check_eps(eps)
     counter = _na.check_counter(num_batches_tracked)
@@ -341,18 +340,18 @@ def batch_norm_backward(dy, x, weight, save_mean, save_rstd, *, training=True, a
     ``dweight = sum(dy * xhat)``, ``dbias = sum(dy)`` per channel.  ``dx`` has x's memory layout.
     """
     originals = [("dy", dy), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_rstd", save_rstd)]
-    _na.check_dtype(x, "x")
+    _na.check_dtype(x, "x", device=True)
     axis = _na.check_axis(axis, x)
     layout = _na.ChannelLayout(x, axis)
     device = layout.device is not None
     if device:
         _na.check_devices(x, originals + [("out", out), ("dweight", dweight), ("dbias", dbias)])
     C, sd, dtype = layout.channels, _na.stat_dtype(layout.dtype), layout.dtype
-    weight = _na.check_param(weight, "weight", (C,), dtype, "the channel count")
+    weight = _na.check_param(weight, "weight", (C,), dtype, "the channel count", device)
     if save_mean is None or save_rstd is None:
         raise TypeError("batch_norm_backward needs the save_mean and save_rstd that batch_norm returned")
-    save_mean = _na.check_param(save_mean, "save_mean", (C,), sd, "the channel count")
-    save_rstd = _na.check_param(save_rstd, "save_rstd", (C,), sd, "the channel count")
+    save_mean = _na.check_param(save_mean, "save_mean", (C,), sd, "the channel count", device)
+    save_rstd = _na.check_param(save_rstd, "save_rstd", (C,), sd, "the channel count", device)
     xw, dyw = layout.work(x, "x"), layout.work(dy, "dy")
     dx, dxw = layout.output(out, "out")
     dweight = _na.check_output(dweight, "dweight", (C,), dtype, x)
