@@ -1,5 +1,6 @@
-"""GPU check: verify every optimizer's CUDA kernel against its reference, then time it against PyTorch's fused
-optimizers and a device-to-device copy, all on the device, in one run.
+"""GPU check: verify every optimizer's and norm's CUDA kernel against its reference, then time them against
+PyTorch (fused optimizers; F.layer_norm / rms_norm / batch_norm with autograd) and a device-to-device copy, all on
+the device, in one run.
 
     python bench/gpu_check.py                    # on a machine with a GPU (about 2 minutes)
     NUMBA_ENABLE_CUDASIM=1 python bench/gpu_check.py --sim   # toy sizes on the CPU, as CI runs it
@@ -8,11 +9,17 @@ Verification: each family (Adam, AdamW, SGD, Adagrad, RMSprop) with several mode
 float64, odd sizes, 3 steps on random data, against the NumPy reference in the same dtype (the kernels compile
 without FMA contraction, so equality is expected to be bitwise; the pass criterion is the tolerance table's), plus
 Adam through the public optimizer API on torch CUDA tensors and CuPy arrays in place, when those are installed.
+Norms (LayerNorm, RMSNorm, BatchNorm NCHW and channels-last, training and eval, forward and backward) through
+``pyopt.functional`` on Numba device arrays (and LayerNorm on torch CUDA tensors), against the float64 reference
+with the norm rows of the tolerance table (``pyopt.check.TOLERANCES``).
 
 Timing: CUDA events around ``--inner`` back-to-back steps, median (p20, p80) of ``--repeats``; GB/s from each op's
 declared minimum bytes; "% copy" against a device-to-device copy (bytes read + written) timed in the same run.
 Peers: ``torch.optim.{Adam, AdamW, SGD, Adagrad}(fused=True)`` where torch supports it on CUDA, RMSprop with
-``foreach=True`` (torch has no fused RMSprop).  Each pyopt launch is checked (a synchronize after the warm-up
+``foreach=True`` (torch has no fused RMSprop).  Norm rows time forward + backward together: LayerNorm and RMSNorm
+at (8192, 4096) and BatchNorm2d training at (32, 64, 56, 56) and (64, 256, 14, 14), float32, pyopt writing into
+``out=`` buffers, torch's functional op plus ``torch.autograd.grad``; the copy they are compared with moves x's
+bytes.  Each pyopt launch is checked (a synchronize after the warm-up
 surfaces a launch error there); one failing case is reported and the others still run.  The table is printed
 last; with ``$OUT`` set (or ``--json PATH``) the rows also go to a JSON file.
 """
@@ -33,8 +40,13 @@ if os.path.isdir(os.path.join(HERE, "..", "kernels")) and "pyopt" not in sys.mod
     sys.path.insert(0, os.path.dirname(HERE))
 
 import pyopt  # noqa: E402
+import pyopt.arrays  # noqa: E402
+import pyopt.check  # noqa: E402
 from pyopt import backends, reference  # noqa: E402
 from pyopt.arrays import TensorList  # noqa: E402
+from pyopt.reference.batch_norm import bytes_moved as bn_bytes  # noqa: E402
+from pyopt.reference.layer_norm import bytes_moved as ln_bytes  # noqa: E402
+from pyopt.reference.rms_norm import bytes_moved as rms_bytes  # noqa: E402
 
 TOLERANCE = {np.dtype(np.float64): (1e-7, 1e-7), np.dtype(np.float32): (1.3e-6, 1e-5)}  # tests/_tolerances.py
 
@@ -185,6 +197,217 @@ def verify_libraries(sizes, rng):
             rows.append(dict(case=f"AdamW api on {library}", dtype="float32", ok=False, bitwise=False,
                              max_abs_err=math.nan, max_rel_err=math.nan, error=f"{type(exc).__name__}: {exc}"))
     return rows
+
+
+# ---------------------------------------------------------------- norms
+
+def _norm_row(label, dtype, pairs, kind):
+    """One verify row from (name, device array, float64 expected) triples, with the norm tolerances."""
+    rtol, atol = pyopt.check.TOLERANCES[kind][np.dtype(dtype)]
+    ok, max_abs, max_rel, failed = True, 0.0, 0.0, []
+    for name, actual, expected in pairs:
+        c = pyopt.check.Comparison.of(pyopt.arrays.to_host(actual), expected, rtol, atol)
+        ok = ok and c.ok
+        max_abs, max_rel = max(max_abs, c.max_abs), max(max_rel, c.max_rel)
+        if not c.ok:
+            failed.append(name)
+    row = dict(case=label, dtype=np.dtype(dtype).name, ok=ok, bitwise=False, max_abs_err=max_abs, max_rel_err=max_rel)
+    if failed:
+        row["error"] = "outside the tolerance: " + ", ".join(failed)
+    return row
+
+
+def _f64(*arrays):
+    return tuple(None if a is None else a.astype(np.float64) for a in arrays)
+
+
+def verify_layer_norms(cuda, shape, dtype, rng, to_device):
+    """LayerNorm and RMSNorm forward and backward of one shape: four rows."""
+    from pyopt import functional as F
+
+    rows, cols = shape
+    x = (3 + rng.standard_normal(shape)).astype(dtype)
+    w, b = (1 + 0.5 * rng.standard_normal(cols)).astype(dtype), rng.standard_normal(cols).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx_, w_, b_, dy_ = to_device(x), to_device(w), to_device(b), to_device(dy)
+    y, mean, rstd = F.layer_norm(dx_, (cols,), w_, b_)
+    e = reference.layer_norm(*_f64(x), (cols,), *_f64(w, b))
+    out = [_norm_row(f"layer_norm {shape}", dtype, zip(("y", "mean", "rstd"), (y, mean, rstd), e), "norm_forward")]
+    g = F.layer_norm_backward(dy_, dx_, w_, mean, rstd, (cols,))
+    m64, r64 = _f64(pyopt.arrays.to_host(mean), pyopt.arrays.to_host(rstd))
+    e = reference.layer_norm_backward(*_f64(dy, x, w), m64, r64, (cols,))
+    out.append(_norm_row(f"layer_norm_bwd {shape}", dtype, zip(("dx", "dweight", "dbias"), g, e), "norm_backward"))
+    y, rstd = F.rms_norm(dx_, (cols,), w_, eps=1e-6)
+    e = reference.rms_norm(*_f64(x), (cols,), *_f64(w), eps=1e-6)
+    out.append(_norm_row(f"rms_norm {shape}", dtype, zip(("y", "rstd"), (y, rstd), e), "norm_forward"))
+    g = F.rms_norm_backward(dy_, dx_, w_, rstd, (cols,))
+    e = reference.rms_norm_backward(*_f64(dy, x, w), *_f64(pyopt.arrays.to_host(rstd)), (cols,))
+    out.append(_norm_row(f"rms_norm_bwd {shape}", dtype, zip(("dx", "dweight"), g, e), "norm_backward"))
+    cuda.synchronize()
+    return out
+
+
+def verify_batch_norms(cuda, shape, axis, dtype, rng):
+    """BatchNorm training (momentum 0.1) and eval, forward and backward, of one shape and channel axis."""
+    from pyopt import functional as F
+
+    C = shape[axis]
+    x = (3 + rng.standard_normal(shape)).astype(dtype)
+    w, b = (1 + 0.5 * rng.standard_normal(C)).astype(dtype), rng.standard_normal(C).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    out = []
+    for training in (True, False):
+        rm, rv = rng.standard_normal(C).astype(dtype), (0.5 + rng.random(C)).astype(dtype)
+        drm, drv = cuda.to_device(rm), cuda.to_device(rv)
+        rm64, rv64 = _f64(rm, rv)
+        y, sm, sr = F.batch_norm(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b), drm, drv,
+                                 training=training, momentum=0.1, axis=axis)
+        y64, sm64, sr64 = reference.batch_norm(*_f64(x, w, b), rm64, rv64, training=training, momentum=0.1,
+                                               axis=axis)
+        mode = "train" if training else "eval"
+        out.append(_norm_row(f"batch_norm {mode} {shape} axis={axis}", dtype,
+                             zip(("y", "save_mean", "save_rstd", "running_mean", "running_var"),
+                                 (y, sm, sr, drm, drv), (y64, sm64, sr64, rm64, rv64)), "norm_forward"))
+        g = F.batch_norm_backward(cuda.to_device(dy), cuda.to_device(x), cuda.to_device(w), sm, sr,
+                                  training=training, axis=axis)
+        e = reference.batch_norm_backward(*_f64(dy, x, w), *_f64(sm.copy_to_host(), sr.copy_to_host()),
+                                          training=training, axis=axis)
+        out.append(_norm_row(f"batch_norm_bwd {mode} {shape} axis={axis}", dtype,
+                             zip(("dx", "dweight", "dbias"), g, e), "norm_backward"))
+    cuda.synchronize()
+    return out
+
+
+def verify_norms(cuda, rng, simulated):
+    ln_shapes = [(3, 33), (1, 7)] if simulated else [(64, 1023), (7, 4097), (1, 1), (300, 768)]
+    bn_cases = ([((2, 3, 5, 5), 1), ((2, 5, 5, 3), -1)] if simulated else
+                [((8, 16, 14, 14), 1), ((8, 14, 14, 16), -1), ((3, 5, 40000), 1), ((64, 7), 1)])
+    jobs = [(f"norms {shape}", lambda shape=shape, dtype=dtype: verify_layer_norms(cuda, shape, dtype, rng,
+                                                                                   cuda.to_device), dtype)
+            for dtype in (np.float32, np.float64) for shape in ln_shapes]
+    jobs += [(f"batch_norm {shape}", lambda shape=shape, axis=axis, dtype=dtype: verify_batch_norms(
+        cuda, shape, axis, dtype, rng), dtype) for dtype in (np.float32, np.float64) for shape, axis in bn_cases]
+    torch = None if simulated else torch_device()
+    if torch is not None:  # fresh outputs are torch tensors on x's device, written without host copies
+        def on_torch(shape=(33, 1027), dtype=np.float32):
+            rows = verify_layer_norms(cuda, shape, dtype, rng, lambda a: torch.tensor(a, device="cuda"))
+            for r in rows:
+                r["case"] += " (torch)"
+            return rows
+
+        jobs.append(("layer_norm on torch", on_torch, np.float32))
+    rows = []
+    for label, job, dtype in jobs:
+        try:
+            new = job()
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            new = [dict(case=label, dtype=np.dtype(dtype).name, ok=False, bitwise=False, max_abs_err=math.nan,
+                        max_rel_err=math.nan, error=f"{type(exc).__name__}: {exc}")]
+        for row in new:
+            log(f"  verify {row['case']:40s} {row['dtype']:8s} {'ok' if row['ok'] else 'FAIL'}")
+        rows += new
+    return rows
+
+
+def _copy_ms(cuda, timer, n, dtype):
+    src = cuda.to_device(np.zeros(n, dtype))
+    dst = cuda.device_array(n, dtype=dtype)
+    return timer(lambda: dst.copy_to_device(src))[0]
+
+
+def time_norms(cuda, timer, torch, simulated, deadline):
+    """Forward + backward of each norm on the device: pyopt into out= buffers, torch functional + autograd."""
+    from pyopt import functional as F
+
+    rows_out = []
+    ln_shape = (4, 64) if simulated else (8192, 4096)
+    bn_shapes = [(2, 4, 3, 3)] if simulated else [(32, 64, 56, 56), (64, 256, 14, 14)]
+    rng = np.random.default_rng(7)
+    cases = [("layer_norm", ln_shape), ("rms_norm", ln_shape)] + [("batch_norm", s) for s in bn_shapes]
+    for op, shape in cases:
+        if time.monotonic() > deadline:
+            log("  (time budget reached: skipping the remaining norm rows)")
+            break
+        n, dtype = int(np.prod(shape)), np.float32
+        label = f"{op} f+b {'x'.join(map(str, shape))}"
+        try:
+            copy_gbs = 2 * n * 4 / _copy_ms(cuda, timer, n, dtype) / 1e6
+            x = (3 + rng.standard_normal(shape)).astype(dtype)
+            dy = rng.standard_normal(shape).astype(dtype)
+            dx_, ddy, dy_out, out = cuda.to_device(x), cuda.to_device(dy), cuda.device_array(shape, dtype), \
+                cuda.device_array(shape, dtype)
+            if op == "batch_norm":
+                C = shape[1]
+                nbytes = bn_bytes(n, C, 4, which="both")
+                w, b = cuda.to_device(np.ones(C, dtype)), cuda.to_device(np.zeros(C, dtype))
+                rm, rv = cuda.to_device(np.zeros(C, dtype)), cuda.to_device(np.ones(C, dtype))
+                sm, sr, dw, db = (cuda.device_array(C, dtype) for _ in range(4))
+
+                def step():
+                    F.batch_norm(dx_, w, b, rm, rv, training=True, out=out, save_mean=sm, save_rstd=sr)
+                    F.batch_norm_backward(ddy, dx_, w, sm, sr, out=dy_out, dweight=dw, dbias=db)
+            else:
+                rows, cols = shape
+                w, b = cuda.to_device(np.ones(cols, dtype)), cuda.to_device(np.zeros(cols, dtype))
+                mean, rstd = cuda.device_array(rows, dtype), cuda.device_array(rows, dtype)
+                dw, db = cuda.device_array(cols, dtype), cuda.device_array(cols, dtype)
+                if op == "layer_norm":
+                    nbytes = ln_bytes(rows, cols, 4, which="both")
+
+                    def step():
+                        F.layer_norm(dx_, (cols,), w, b, out=out, mean=mean, rstd=rstd)
+                        F.layer_norm_backward(ddy, dx_, w, mean, rstd, (cols,), out=dy_out, dweight=dw, dbias=db)
+                else:
+                    nbytes = rms_bytes(rows, cols, 4, which="both")
+
+                    def step():
+                        F.rms_norm(dx_, (cols,), w, eps=1e-6, out=out, rstd=rstd)
+                        F.rms_norm_backward(ddy, dx_, w, rstd, (cols,), out=dy_out, dweight=dw)
+            ms, p20, p80 = timer(step)
+            rows_out.append(dict(op=label, impl="pyopt cuda", n=n, ms=ms, p20=p20, p80=p80, gbs=nbytes / ms / 1e6,
+                                 pct_copy=100 * nbytes / ms / 1e6 / copy_gbs))
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            rows_out.append(dict(op=label, impl="pyopt cuda", n=n, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        if torch is not None:
+            rows_out.append(time_torch_norm(torch, timer, op, label, shape, x, dy, nbytes, copy_gbs))
+        cuda.synchronize()
+    return rows_out
+
+
+def time_torch_norm(torch, timer, op, label, shape, x, dy, nbytes, copy_gbs):
+    tf = torch.nn.functional
+    try:
+        if op == "rms_norm" and not hasattr(tf, "rms_norm"):
+            return dict(op=label, impl="torch", n=x.size, error="this torch has no F.rms_norm")
+        xt = torch.tensor(x, device="cuda", requires_grad=True)
+        dyt = torch.tensor(dy, device="cuda")
+        C = shape[1] if op == "batch_norm" else shape[-1]
+        wt = torch.ones(C, device="cuda", requires_grad=True)
+        bt = torch.zeros(C, device="cuda", requires_grad=True)
+        if op == "batch_norm":
+            rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
+
+            def step():
+                y = tf.batch_norm(xt, rm, rv, wt, bt, training=True, momentum=0.1)
+                torch.autograd.grad(y, (xt, wt, bt), dyt)
+        elif op == "layer_norm":
+            def step():
+                y = tf.layer_norm(xt, (C,), wt, bt)
+                torch.autograd.grad(y, (xt, wt, bt), dyt)
+        else:
+            def step():
+                y = tf.rms_norm(xt, (C,), wt, eps=1e-6)
+                torch.autograd.grad(y, (xt, wt), dyt)
+        ms, p20, p80 = timer(step)
+        return dict(op=label, impl="torch autograd", n=x.size, ms=ms, p20=p20, p80=p80, gbs=nbytes / ms / 1e6,
+                    pct_copy=100 * nbytes / ms / 1e6 / copy_gbs)
+    except Exception as exc:  # noqa: BLE001
+        return dict(op=label, impl="torch autograd", n=x.size, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    finally:
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- timing
@@ -343,18 +566,18 @@ def versions():
 
 def print_table(verify_rows, time_rows):
     log("\nverify (3 steps vs the NumPy reference in the same dtype):")
-    log(f"  {'case':28s} {'dtype':8s} {'result':8s} {'bitwise':8s} {'max abs err':>12s} {'max rel err':>12s}")
+    log(f"  {'case':40s} {'dtype':8s} {'result':8s} {'bitwise':8s} {'max abs err':>12s} {'max rel err':>12s}")
     for r in verify_rows:
         result = "ok" if r["ok"] else "FAIL"
-        log(f"  {r['case']:28s} {r['dtype']:8s} {result:8s} {str(r['bitwise']):8s} {r['max_abs_err']:12.3e} "
+        log(f"  {r['case']:40s} {r['dtype']:8s} {result:8s} {str(r['bitwise']):8s} {r['max_abs_err']:12.3e} "
             f"{r['max_rel_err']:12.3e}" + (f"  {r['error']}" if "error" in r else ""))
     log("\ntiming (median of repeats; GB/s from the minimum bytes an op moves; % of the d2d copy):")
-    log(f"  {'op':16s} {'impl':14s} {'n':>11s} {'ms':>9s} {'GB/s':>8s} {'% copy':>7s}")
+    log(f"  {'op':28s} {'impl':14s} {'n':>11s} {'ms':>9s} {'GB/s':>8s} {'% copy':>7s}")
     for r in time_rows:
         if "error" in r:
-            log(f"  {r['op']:16s} {r['impl']:14s} {r['n']:11d}  error: {r['error'][:60]}")
+            log(f"  {r['op']:28s} {r['impl']:14s} {r['n']:11d}  error: {r['error'][:60]}")
         else:
-            log(f"  {r['op']:16s} {r['impl']:14s} {r['n']:11d} {r['ms']:9.3f} {r['gbs']:8.1f} {r['pct_copy']:6.1f}%")
+            log(f"  {r['op']:28s} {r['impl']:14s} {r['n']:11d} {r['ms']:9.3f} {r['gbs']:8.1f} {r['pct_copy']:6.1f}%")
 
 
 def main(argv=None):
@@ -366,6 +589,7 @@ def main(argv=None):
     parser.add_argument("--inner", type=int, default=None)
     parser.add_argument("--budget", type=float, default=240.0, help="seconds after which timing stops")
     parser.add_argument("--no-tune", action="store_true", help="skip the launch-shape sweep at the largest size")
+    parser.add_argument("--norm-budget", type=float, default=45.0, help="seconds for the norm timing rows")
     parser.add_argument("--json", default=None, help="output file (default $OUT/gpu_check.json when $OUT is set)")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -401,6 +625,7 @@ def main(argv=None):
                 f"{' (bitwise)' if row['bitwise'] else ''}")
     if not simulated:
         verify_rows += verify_libraries([5, 2**16 + 1], rng)
+    verify_rows += verify_norms(cuda, rng, simulated)
 
     torch = None if simulated else torch_device()
     sizes = args.sizes or ([1000] if simulated else [2**20, 2**24, 2**26, 2**28])
@@ -417,6 +642,9 @@ def main(argv=None):
         log(f"timing n={n}")
         time_rows += time_size(cuda, timer, n, np.float32, pool, torch, deadline,
                                tune=n == max(sizes) and not args.no_tune)
+    log("timing norms")
+    # the norm rows get their own budget after the optimizer sizes, so the whole script stays under 5 minutes
+    time_rows += time_norms(cuda, timer, torch, simulated, time.monotonic() + args.norm_budget)
 
     result = dict(info=info, verify=verify_rows, timing=time_rows, seconds=time.monotonic() - started)
     path = args.json or (os.path.join(os.environ["OUT"], "gpu_check.json") if os.environ.get("OUT") else None)

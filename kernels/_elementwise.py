@@ -9,7 +9,9 @@ kernels).  Both are built from the same source; only the names a rule calls are 
 - another rule (``lerp``) is replaced by that rule's version for the same target;
 - ``sqrt`` is ``math.sqrt`` on the CPU and on the GPU (numba-cuda has no ``np.sqrt`` for scalars: its ufunc
   table raises ``KeyError``), and under the CUDA simulator a version that keeps a NumPy float32 a float32
-  (``math.sqrt`` would return a Python float and turn the rest of the simulated float32 maths into float64).
+  (``math.sqrt`` would return a Python float and turn the rest of the simulated float32 maths into float64);
+- a module global that is a :class:`PerTarget` is replaced by its version for the target (the norm rules'
+  ``cast`` intrinsic and the ``cuda`` module their block reductions use, :mod:`pyopt.kernels._norm_rules`).
 
 Every rule does the reference's operations in the reference's order (``csrc/<family>.c`` does the same), so the
 Numba CPU kernels, compiled without FMA contraction, give the reference's bits.  The mode flags (``decay``,
@@ -38,6 +40,20 @@ def _sim_sqrt(x):
     return math.sqrt(x)
 
 
+class PerTarget:
+    """A name a rule calls whose implementation differs per target: ``PerTarget(cpu=f, cuda=g, cudasim=h)`` with
+    zero-argument factories, called once, on first use (so that defining one imports nothing)."""
+
+    def __init__(self, **factories):
+        self.factories = factories
+        self.versions = {}
+
+    def get(self, target):
+        if target not in self.versions:
+            self.versions[target] = self.factories[target]()
+        return self.versions[target]
+
+
 class Rule:
     """One update rule and its compiled versions, built on first use (creating them compiles nothing: numba
     compiles at the first call of the kernel they are inlined into)."""
@@ -55,6 +71,8 @@ class Rule:
             value = namespace.get(name)
             if isinstance(value, Rule):
                 namespace[name] = value.version(target)
+            elif isinstance(value, PerTarget):
+                namespace[name] = value.get(target)
         if target == "cudasim":
             namespace["sqrt"] = _sim_sqrt
         fn = types.FunctionType(self.py_func.__code__, namespace, self.py_func.__name__,

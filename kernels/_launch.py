@@ -58,7 +58,7 @@ def _source_stamp():
     cached function, so each driver closes over this value: editing a rule or a helper gives new cache keys."""
     here = os.path.dirname(os.path.abspath(__file__))
     crc = 0
-    for name in ("_elementwise.py", "_launch.py"):
+    for name in ("_elementwise.py", "_launch.py", "_norm_rules.py"):
         with open(os.path.join(here, name), "rb") as f:
             crc = zlib.crc32(f.read(), crc)
     return crc
@@ -124,6 +124,25 @@ def _host_view():
 host_view = _host_view()
 
 
+def _cast_intrinsic(intrinsic_for_target):
+    """``cast(value, proto)``: ``value`` converted to the type of the float scalar ``proto`` (C's ``(T)value``),
+    for kernels written once for float32 and float64.  An intrinsic for the same reason as :func:`host_view`."""
+
+    def cast(typingctx, value, proto):
+        if not (isinstance(value, nbtypes.Number) and isinstance(proto, nbtypes.Float)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return context.cast(builder, args[0], signature.args[0], signature.args[1])
+
+        return proto(value, proto), codegen
+
+    return intrinsic_for_target(cast)
+
+
+host_cast = _cast_intrinsic(intrinsic)
+
+
 # ---------------------------------------------------------------- CPU
 
 class CpuDrivers:
@@ -175,6 +194,27 @@ def _sim_view(address, begin, end, proto):
 
 
 _device_view = None
+_device_cast = None
+
+
+def _sim_cast(value, proto):
+    return type(proto)(value)
+
+
+def device_cast():
+    """The device-side :data:`host_cast` (a Python function under the simulator)."""
+    global _device_cast
+    if _device_cast is None:
+        if simulator():
+            _device_cast = _sim_cast
+        else:
+            device_view()  # the same import fix-ups
+            try:
+                from numba.cuda.extending import intrinsic as cuda_intrinsic
+            except ImportError:
+                from numba.core.extending import intrinsic as cuda_intrinsic
+            _device_cast = _cast_intrinsic(cuda_intrinsic)
+    return _device_cast
 
 
 def device_view():
@@ -291,26 +331,37 @@ class DeviceTables:
 
     def context(self):
         """The tensors' device made current for the block (a no-op when it already is, or is unknown)."""
-        if self.device is None or simulator():
-            return contextlib.nullcontext()
-        cu = cuda()
-        if cu.get_current_device().id == self.device:
-            return contextlib.nullcontext()
-        return cu.gpus[self.device]
+        return device_context(self.device)
 
     def launch(self, kernel, *args):
         if self.n_pieces == 0:
             return
-        with self.context(), exact_math():
-            if self.blocks >= 256:
-                kernel[self.blocks, self.threads](self.pieces, self.ptrs, *args)
-            else:
-                # a small call is a small grid: numba-cuda warns of low occupancy at every such launch
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*under-utilization")
-                    kernel[self.blocks, self.threads](self.pieces, self.ptrs, *args)
-        if os.environ.get("PYOPT_CUDA_SYNC") == "1":  # debugging: surface a launch's error at its call
-            cuda().synchronize()
+        with self.context():
+            launch(kernel, self.blocks, self.threads, self.pieces, self.ptrs, *args)
+
+
+def device_context(device):
+    """The CUDA device with ordinal ``device`` made current (a no-op when it already is, or is None)."""
+    if device is None or simulator():
+        return contextlib.nullcontext()
+    cu = cuda()
+    if cu.get_current_device().id == device:
+        return contextlib.nullcontext()
+    return cu.gpus[device]
+
+
+def launch(kernel, blocks, threads, *args):
+    """``kernel[blocks, threads](*args)`` compiled (on first use) without FMA contraction (:func:`exact_math`)."""
+    with exact_math():
+        if blocks >= 256:
+            kernel[blocks, threads](*args)
+        else:
+            # a small call is a small grid: numba-cuda warns of low occupancy at every such launch
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*under-utilization")
+                kernel[blocks, threads](*args)
+    if os.environ.get("PYOPT_CUDA_SYNC") == "1":  # debugging: surface a launch's error at its call
+        cuda().synchronize()
 
 
 def device_tables(tensors, roles):

@@ -35,13 +35,45 @@ class DeviceArray:
 
     @property
     def c_contiguous(self):
-        if self.strides is None or self.size <= 1:
-            return True
-        expected, step = [], self.dtype.itemsize
-        for extent in reversed(self.shape):
-            expected.append(step)
-            step *= extent
-        return all(s == e for s, e, n in zip(self.strides, reversed(expected), self.shape) if n != 1)
+        return self.strides is None or contiguous_strides(self.shape, self.strides, self.dtype.itemsize)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def itemsize(self):
+        return self.dtype.itemsize
+
+    def reshape(self, *shape):
+        """The same C-contiguous memory as another shape (what the norm kernels receive: a view, no copy)."""
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple) else tuple(shape)
+        if -1 in shape:
+            known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+            shape = tuple(self.size // max(known, 1) if d == -1 else d for d in shape)
+        if not self.c_contiguous or int(np.prod(shape, dtype=np.int64)) != self.size:
+            raise ValueError(f"cannot view a device array of shape {self.shape} as {shape}")
+        view = DeviceArray.__new__(DeviceArray)
+        view.obj, view.shape, view.dtype, view.ptr, view.readonly = self.obj, shape, self.dtype, self.ptr, self.readonly
+        view.strides, view.device, view.size, view.nbytes = None, self.device, self.size, self.nbytes
+        return view
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, self.readonly), "version": 3,
+                "strides": self.strides}
+
+
+def contiguous_strides(shape, strides, itemsize):
+    """Whether ``strides`` (bytes) lay ``shape`` out in C order without gaps (extents of 1 and 0 ignored)."""
+    if int(np.prod(shape, dtype=np.int64)) <= 1:
+        return True
+    step = itemsize
+    for extent, stride in zip(reversed(shape), reversed(strides)):
+        if extent != 1 and stride != step:
+            return False
+        step *= extent
+    return True
 
 
 def _module_of(a):
@@ -56,6 +88,8 @@ def device_array(a):
     """A :class:`DeviceArray` for a device array, None for anything else (NumPy arrays included)."""
     if isinstance(a, np.ndarray) or a is None:
         return None
+    if isinstance(a, DeviceArray):
+        return a
     if _is_simulated(a):
         # the simulator's FakeCUDAArray wraps a host NumPy array and has no __cuda_array_interface__
         host = a._ary
@@ -112,7 +146,31 @@ def address_of(a):
         return 0
     if isinstance(a, np.ndarray):
         return a.__array_interface__["data"][0]
+    if isinstance(a, DeviceArray):
+        return a.ptr
     return device_array(a).ptr
+
+
+def empty_device(like, shape, dtype):
+    """A new C-contiguous array of ``shape`` and ``dtype`` on the device of the device array ``like``, of ``like``'s
+    kind: a torch tensor for a torch tensor, a CuPy array for a CuPy array, a Numba device array otherwise (Numba
+    device arrays, other ``__cuda_array_interface__`` objects, the simulator's arrays).  Nothing is copied."""
+    info = like if isinstance(like, DeviceArray) else device_array(like)
+    obj, dtype = info.obj, np.dtype(dtype)
+    module = _module_of(obj)
+    if module == "torch":
+        torch = sys.modules["torch"]
+        return torch.empty(shape, dtype=getattr(torch, dtype.name), device=obj.device)
+    if module == "cupy":
+        cupy = sys.modules["cupy"]
+        with obj.device:
+            return cupy.empty(shape, dtype=dtype)
+    from numba import cuda
+
+    if _is_simulated(obj):
+        return cuda.device_array(shape, dtype=dtype)
+    with _device_context(info.device):
+        return cuda.device_array(shape, dtype=dtype)
 
 
 def check_float_array(a, name, *, writable=False):

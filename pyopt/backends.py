@@ -31,6 +31,11 @@ _reasons = {}
 # (op, backend) -> (module, function) of the kernels imported on first use
 _LAZY = {(op, backend): (f"pyopt.kernels.{op}", f"{backend}_step")
          for op in ("adam", "sgd", "adagrad", "rmsprop") for backend in ("numba", "cuda")}
+# the norms: pyopt.kernels.<family>.<backend>_forward / <backend>_backward (the numpy and c kernels register
+# themselves in pyopt._norm_kernels)
+_LAZY.update({(family + suffix, backend): (f"pyopt.kernels.{family}", f"{backend}_{which}")
+              for family in ("layer_norm", "rms_norm", "batch_norm")
+              for suffix, which in (("", "forward"), ("_backward", "backward")) for backend in ("numba", "cuda")})
 
 
 def register(op, backend):

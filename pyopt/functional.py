@@ -132,26 +132,35 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     ``x``'s dtype.  ``out``, ``mean``, ``rstd``: optional preallocated outputs (``y``: x's shape and dtype;
     ``mean``/``rstd``: shape ``x.shape[:-len(normalized_shape)]``, x's dtype, float32 for float16 input).
     Statistics are accumulated in float64.  Non-contiguous inputs are copied.
+
+    CUDA device arrays (torch CUDA tensors, CuPy arrays, Numba device arrays: anything with
+    ``__cuda_array_interface__``) run on the ``cuda`` backend in place, without host copies; every array of the
+    call must be on x's device, float32 or float64 and C-contiguous.  Fresh outputs are allocated on that device
+    as x's kind: torch tensors for a torch x, CuPy arrays for CuPy, Numba device arrays otherwise
+    (:func:`pyopt.arrays.empty_device`).  The same holds for every norm op below.
     """
     x_in = x
-    x = _na.check_array(x, "x")
+    x = _na.check_array(x, "x", device=True)
+    device = not isinstance(x, np.ndarray)
+    if device:
+        _na.check_devices(x_in, [("weight", weight), ("bias", bias), ("out", out), ("mean", mean), ("rstd", rstd)])
     shape = _na.check_normalized_shape(normalized_shape, x)
     weight_in, bias_in = weight, bias
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
-    bias = _na.check_param(bias, "bias", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
+    bias = _na.check_param(bias, "bias", shape, x.dtype, "normalized_shape", device)
     eps = _na.check_eps(eps)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
-    y = _na.check_output(out, "out", x.shape, x.dtype)
-    mean = _na.check_output(mean, "mean", lead, sd)
-    rstd = _na.check_output(rstd, "rstd", lead, sd)
+    y = _na.check_output(out, "out", x.shape, x.dtype, x)
+    mean = _na.check_output(mean, "mean", lead, sd, x)
+    rstd = _na.check_output(rstd, "rstd", lead, sd, x)
     _na.check_no_alias([("out", y), ("mean", mean), ("rstd", rstd)],
                        [("x", x_in), ("weight", weight_in), ("bias", bias_in)])
-    name, kernel = backends.select("layer_norm", backend)
-    if mean.size:
+    name, kernel = backends.select("layer_norm", backend, on_device=device)
+    if _na.numel(mean):
         x2 = _na.rows_view(x, shape)
         _nk.run("layer_norm", name, kernel,
-                dict(x=x2, weight=weight, bias=bias, eps=eps, y=_na.rows_view(y, shape), mean=mean.reshape(-1),
-                     rstd=rstd.reshape(-1)),
+                dict(x=x2, weight=weight, bias=bias, eps=eps, y=_na.rows_view(y, shape), mean=_na.flat(mean),
+                     rstd=_na.flat(rstd)),
                 lambda: _ln_bytes(*x2.shape, x.itemsize, weight=weight is not None, bias=bias is not None))
     return y, mean, rstd
 
@@ -166,26 +175,29 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_shape, *, out=None
     ``dbias``: optional preallocated outputs.  Deterministic: bitwise the same for any thread count.
     """
     originals = [("dy", dy), ("x", x), ("weight", weight), ("mean", mean), ("rstd", rstd)]
-    x = _na.check_array(x, "x")
-    dy = _na.check_array(dy, "dy", dtype=x.dtype)
+    x_in, x = x, _na.check_array(x, "x", device=True)
+    device = not isinstance(x, np.ndarray)
+    if device:
+        _na.check_devices(x_in, originals + [("out", out), ("dweight", dweight), ("dbias", dbias)])
+    dy = _na.check_array(dy, "dy", dtype=x.dtype, device=device)
     if dy.shape != x.shape:
         raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}")
     shape = _na.check_normalized_shape(normalized_shape, x)
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
     if mean is None or rstd is None:
         raise TypeError("layer_norm_backward needs the mean and rstd that layer_norm returned")
-    mean = _na.check_param(mean, "mean", lead, sd, "x's leading shape")
-    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape")
-    dx = _na.check_output(out, "out", x.shape, x.dtype)
-    dweight = _na.check_output(dweight, "dweight", shape, x.dtype)
-    dbias = _na.check_output(dbias, "dbias", shape, x.dtype)
+    mean = _na.check_param(mean, "mean", lead, sd, "x's leading shape", device)
+    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape", device)
+    dx = _na.check_output(out, "out", x.shape, x.dtype, x)
+    dweight = _na.check_output(dweight, "dweight", shape, x.dtype, x)
+    dbias = _na.check_output(dbias, "dbias", shape, x.dtype, x)
     _na.check_no_alias([("out", dx), ("dweight", dweight), ("dbias", dbias)], originals)
-    name, kernel = backends.select("layer_norm_backward", backend)
+    name, kernel = backends.select("layer_norm_backward", backend, on_device=device)
     x2 = _na.rows_view(x, shape)
     _nk.run("layer_norm_backward", name, kernel,
-            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, mean=mean.reshape(-1), rstd=rstd.reshape(-1),
-                 dx=_na.rows_view(dx, shape), dweight=dweight.reshape(-1), dbias=dbias.reshape(-1)),
+            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, mean=_na.flat(mean), rstd=_na.flat(rstd),
+                 dx=_na.rows_view(dx, shape), dweight=_na.flat(dweight), dbias=_na.flat(dbias)),
             lambda: _ln_bytes(*x2.shape, x.itemsize, which="backward", weight=weight is not None))
     return dx, dweight, dbias
 
@@ -198,19 +210,22 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, rstd=None,
     optional preallocated outputs.
     """
     x_in, weight_in = x, weight
-    x = _na.check_array(x, "x")
+    x = _na.check_array(x, "x", device=True)
+    device = not isinstance(x, np.ndarray)
+    if device:
+        _na.check_devices(x_in, [("weight", weight), ("out", out), ("rstd", rstd)])
     shape = _na.check_normalized_shape(normalized_shape, x)
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
     eps = float(np.finfo(x.dtype).eps) if eps is None else _na.check_eps(eps)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
-    y = _na.check_output(out, "out", x.shape, x.dtype)
-    rstd = _na.check_output(rstd, "rstd", lead, sd)
+    y = _na.check_output(out, "out", x.shape, x.dtype, x)
+    rstd = _na.check_output(rstd, "rstd", lead, sd, x)
     _na.check_no_alias([("out", y), ("rstd", rstd)], [("x", x_in), ("weight", weight_in)])
-    name, kernel = backends.select("rms_norm", backend)
-    if rstd.size:
+    name, kernel = backends.select("rms_norm", backend, on_device=device)
+    if _na.numel(rstd):
         x2 = _na.rows_view(x, shape)
         _nk.run("rms_norm", name, kernel,
-                dict(x=x2, weight=weight, eps=eps, y=_na.rows_view(y, shape), rstd=rstd.reshape(-1)),
+                dict(x=x2, weight=weight, eps=eps, y=_na.rows_view(y, shape), rstd=_na.flat(rstd)),
                 lambda: _rms_bytes(*x2.shape, x.itemsize, weight=weight is not None))
     return y, rstd
 
@@ -222,24 +237,27 @@ def rms_norm_backward(dy, x, weight, rstd, normalized_shape, *, out=None, dweigh
     ``dweight = sum(dy * xhat)`` over the leading dimensions.  Deterministic for any thread count.
     """
     originals = [("dy", dy), ("x", x), ("weight", weight), ("rstd", rstd)]
-    x = _na.check_array(x, "x")
-    dy = _na.check_array(dy, "dy", dtype=x.dtype)
+    x_in, x = x, _na.check_array(x, "x", device=True)
+    device = not isinstance(x, np.ndarray)
+    if device:
+        _na.check_devices(x_in, originals + [("out", out), ("dweight", dweight)])
+    dy = _na.check_array(dy, "dy", dtype=x.dtype, device=device)
     if dy.shape != x.shape:
         raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}")
     shape = _na.check_normalized_shape(normalized_shape, x)
-    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape")
+    weight = _na.check_param(weight, "weight", shape, x.dtype, "normalized_shape", device)
     lead, sd = x.shape[:x.ndim - len(shape)], _na.stat_dtype(x.dtype)
     if rstd is None:
         raise TypeError("rms_norm_backward needs the rstd that rms_norm returned")
-    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape")
-    dx = _na.check_output(out, "out", x.shape, x.dtype)
-    dweight = _na.check_output(dweight, "dweight", shape, x.dtype)
+    rstd = _na.check_param(rstd, "rstd", lead, sd, "x's leading shape", device)
+    dx = _na.check_output(out, "out", x.shape, x.dtype, x)
+    dweight = _na.check_output(dweight, "dweight", shape, x.dtype, x)
     _na.check_no_alias([("out", dx), ("dweight", dweight)], originals)
-    name, kernel = backends.select("rms_norm_backward", backend)
+    name, kernel = backends.select("rms_norm_backward", backend, on_device=device)
     x2 = _na.rows_view(x, shape)
     _nk.run("rms_norm_backward", name, kernel,
-            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, rstd=rstd.reshape(-1), dx=_na.rows_view(dx, shape),
-                 dweight=dweight.reshape(-1)),
+            dict(dy=_na.rows_view(dy, shape), x=x2, weight=weight, rstd=_na.flat(rstd), dx=_na.rows_view(dx, shape),
+                 dweight=_na.flat(dweight)),
             lambda: _rms_bytes(*x2.shape, x.itemsize, which="backward", weight=weight is not None))
     return dx, dweight
 
@@ -259,16 +277,21 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     An x whose channel axis is innermost in memory (PyTorch's channels_last) is used in place and ``y`` gets the
     same layout; ``out`` must then have it too.
     """
-    _na.check_dtype(x, "x")
+    _na.check_dtype(x, "x", device=True)
     axis = _na.check_axis(axis, x)
     layout = _na.ChannelLayout(x, axis)
-    C, sd = layout.channels, _na.stat_dtype(x.dtype)
-    w = _na.check_param(weight, "weight", (C,), x.dtype, "the channel count")
-    b = _na.check_param(bias, "bias", (C,), x.dtype, "the channel count")
+    device = layout.device is not None
+    if device:
+        _na.check_devices(x, [("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                              ("running_var", running_var), ("out", out), ("save_mean", save_mean),
+                              ("save_rstd", save_rstd)])
+    C, sd, dtype = layout.channels, _na.stat_dtype(layout.dtype), layout.dtype
+    w = _na.check_param(weight, "weight", (C,), dtype, "the channel count", device)
+    b = _na.check_param(bias, "bias", (C,), dtype, "the channel count", device)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
-    running_mean = _na.check_state(running_mean, "running_mean", (C,), sd)
-    running_var = _na.check_state(running_var, "running_var", (C,), sd)
+    running_mean = _na.check_state(running_mean, "running_mean", (C,), sd, device)
+    running_var = _na.check_state(running_var, "running_var", (C,), sd, device)
     momentum = _na.check_momentum(momentum)
     eps = _na.check_eps(eps)
     counter = _na.check_counter(num_batches_tracked)
@@ -277,21 +300,22 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     if update and momentum is None and counter is None:
         raise ValueError("momentum=None (a cumulative average) needs the num_batches_tracked counter")
     if training and layout.count == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {layout.shape}")
     xw = layout.work(x, "x")
     y, yw = layout.output(out, "out")
-    save_mean = _na.check_output(save_mean, "save_mean", (C,), sd)
-    save_rstd = _na.check_output(save_rstd, "save_rstd", (C,), sd)
+    save_mean = _na.check_output(save_mean, "save_mean", (C,), sd, x)
+    save_rstd = _na.check_output(save_rstd, "save_rstd", (C,), sd, x)
     _na.check_no_alias([("out", y), ("save_mean", save_mean), ("save_rstd", save_rstd),
                         ("running_mean", running_mean), ("running_var", running_var),
                         ("num_batches_tracked", counter)], [("x", x), ("weight", weight), ("bias", bias)])
-    name, kernel = backends.select("batch_norm", backend)
-    if layout.count == 0:  # PyTorch #12013: an empty batch has no statistics and updates nothing
+    name, kernel = backends.select("batch_norm", backend, on_device=device)
+    if layout.count == 0 and not device:  # PyTorch #12013: an empty batch has no statistics and updates nothing
         if use_batch_stats:
             save_mean[...], save_rstd[...] = np.nan, np.nan
         else:
             save_mean[...], save_rstd[...] = running_mean, 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         return y, save_mean, save_rstd
+    update = update and layout.count > 0  # (the cuda kernels take empty batches: NaN statistics, no update)
     factor = 0.0
     if update:
         factor = momentum if momentum is not None else 1.0 / (int(counter.reshape(-1)[0]) + 1)
@@ -299,8 +323,8 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     _nk.run("batch_norm", name, kernel,
             dict(x=xw.reshape(layout.dims()), weight=w, bias=b, running_mean=rm, running_var=rv,
                  use_batch_stats=use_batch_stats, momentum=factor, eps=eps, y=yw.reshape(layout.dims()),
-                 save_mean=save_mean, save_rstd=save_rstd),
-            lambda: _bn_bytes(x.size, C, x.itemsize, training=use_batch_stats, weight=w is not None,
+                 save_mean=_na.kernel_view(save_mean), save_rstd=_na.kernel_view(save_rstd)),
+            lambda: _bn_bytes(_na.numel(x), C, dtype.itemsize, training=use_batch_stats, weight=w is not None,
                                         bias=b is not None, running_stats=rm is not None or not use_batch_stats))
     if update and counter is not None:
         counter += 1
@@ -316,25 +340,28 @@ def batch_norm_backward(dy, x, weight, save_mean, save_rstd, *, training=True, a
     ``dweight = sum(dy * xhat)``, ``dbias = sum(dy)`` per channel.  ``dx`` has x's memory layout.
     """
     originals = [("dy", dy), ("x", x), ("weight", weight), ("save_mean", save_mean), ("save_rstd", save_rstd)]
-    _na.check_dtype(x, "x")
+    _na.check_dtype(x, "x", device=True)
     axis = _na.check_axis(axis, x)
     layout = _na.ChannelLayout(x, axis)
-    C, sd = layout.channels, _na.stat_dtype(x.dtype)
-    weight = _na.check_param(weight, "weight", (C,), x.dtype, "the channel count")
+    device = layout.device is not None
+    if device:
+        _na.check_devices(x, originals + [("out", out), ("dweight", dweight), ("dbias", dbias)])
+    C, sd, dtype = layout.channels, _na.stat_dtype(layout.dtype), layout.dtype
+    weight = _na.check_param(weight, "weight", (C,), dtype, "the channel count", device)
     if save_mean is None or save_rstd is None:
         raise TypeError("batch_norm_backward needs the save_mean and save_rstd that batch_norm returned")
-    save_mean = _na.check_param(save_mean, "save_mean", (C,), sd, "the channel count")
-    save_rstd = _na.check_param(save_rstd, "save_rstd", (C,), sd, "the channel count")
+    save_mean = _na.check_param(save_mean, "save_mean", (C,), sd, "the channel count", device)
+    save_rstd = _na.check_param(save_rstd, "save_rstd", (C,), sd, "the channel count", device)
     xw, dyw = layout.work(x, "x"), layout.work(dy, "dy")
     dx, dxw = layout.output(out, "out")
-    dweight = _na.check_output(dweight, "dweight", (C,), x.dtype)
-    dbias = _na.check_output(dbias, "dbias", (C,), x.dtype)
+    dweight = _na.check_output(dweight, "dweight", (C,), dtype, x)
+    dbias = _na.check_output(dbias, "dbias", (C,), dtype, x)
     _na.check_no_alias([("out", dx), ("dweight", dweight), ("dbias", dbias)], originals)
-    name, kernel = backends.select("batch_norm_backward", backend)
+    name, kernel = backends.select("batch_norm_backward", backend, on_device=device)
     _nk.run("batch_norm_backward", name, kernel,
             dict(dy=dyw.reshape(layout.dims()), x=xw.reshape(layout.dims()), weight=weight, save_mean=save_mean,
                  save_rstd=save_rstd, use_batch_stats=bool(training), dx=dxw.reshape(layout.dims()),
-                 dweight=dweight, dbias=dbias),
-            lambda: _bn_bytes(x.size, C, x.itemsize, which="backward", training=bool(training),
+                 dweight=_na.kernel_view(dweight), dbias=_na.kernel_view(dbias)),
+            lambda: _bn_bytes(_na.numel(x), C, dtype.itemsize, which="backward", training=bool(training),
                                         weight=weight is not None))
     return dx, dweight, dbias

@@ -1,4 +1,4 @@
-"""Shared pieces of the norm tests: the backend fixture (numpy, C baseline, C AVX2), input makers that fit the
+"""Shared pieces of the norm tests: the backend fixture (numpy, C baseline, C AVX2, numba), input makers that fit the
 domain (rows off-centre, never zeros), guard-banded outputs and finite differences."""
 import numpy as np
 
@@ -6,7 +6,7 @@ from _backends import backend_fixture
 
 from pyopt import _c
 
-BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2")]
+BACKENDS = [("numpy", None), ("c", "baseline"), ("c", "avx2"), ("numba", None)]
 DTYPES = [np.float32, np.float64]
 
 

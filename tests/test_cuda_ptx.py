@@ -1,4 +1,5 @@
 """Compile check of the CUDA kernels without a GPU: every family x every mode-flag combination x float32/float64
+(the optimizers, and the norms' kernels of kernels/layer_norm.py, rms_norm.py, batch_norm.py)
 compiled to PTX for compute capability 9.0 with ``cuda.compile_ptx`` (a typing error fails here, not on the
 first GPU that runs it), without FMA contraction, and assembled by ``ptxas -arch=sm_90`` where it is installed.
 
@@ -11,6 +12,7 @@ compiling).  Without them the tests skip, unless ``PYOPT_REQUIRE_PTX=1`` (CI) ma
 """
 import importlib
 import os
+import re
 import shutil
 import subprocess
 
@@ -65,6 +67,35 @@ def test_every_kernel_compiles_to_exact_ptx_for_sm90(cuda, family, dtype, tmp_pa
             result = subprocess.run([ptxas, "-arch=sm_90", str(path), "-o", str(tmp_path / "out.cubin")],
                                     capture_output=True, text=True, timeout=120)
             assert result.returncode == 0, f"{family} {flags}: ptxas: {result.stderr[:2000]}"
+
+
+NORM_MODULES = ("layer_norm", "rms_norm", "batch_norm", "_norm_host")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("module_name", NORM_MODULES)
+def test_every_norm_kernel_compiles_to_exact_ptx_for_sm90(cuda, module_name, dtype, tmp_path):
+    """Every norm kernel (each mode-flag combination: weight/bias present, planar/channels-last, forward/backward)
+    for the launch shape of a GPU: the shared-memory trees, the intrinsics (views, casts) and the rules typed for
+    the CUDA target; no FMA contraction, no atomics (every reduction has a fixed order)."""
+    from pyopt.kernels import _launch
+
+    module = importlib.import_module(f"pyopt.kernels.{module_name}")
+    cases = module.ptx_cases(dtype)
+    assert cases
+    ptxas = shutil.which("ptxas")
+    for label, py_func, signature in cases:
+        with _launch.exact_math():
+            ptx, _ = cuda.compile_ptx(py_func, signature, cc=(9, 0))
+        assert ".target sm_90" in ptx, label
+        assert "fma.rn" not in ptx, f"{label}: FMA contraction in the PTX"
+        assert not re.search(r"^\s*(atom|red)\.", ptx, re.M), f"{label}: an atomic in the PTX"
+        if ptxas:
+            path = tmp_path / "kernel.ptx"
+            path.write_text(ptx)
+            result = subprocess.run([ptxas, "-arch=sm_90", str(path), "-o", str(tmp_path / "out.cubin")],
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, f"{label}: ptxas: {result.stderr[:2000]}"
 
 
 def test_compiling_outside_exact_math_leaves_fma_on(cuda):

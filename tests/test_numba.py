@@ -328,3 +328,69 @@ def test_numba_backend_is_the_fallback_without_c(monkeypatch, caplog):
     name, _ = backends.select("adam")
     assert name == "numba"
     assert "numba" in caplog.text
+
+
+# ---- the norm kernels (the table-driven tests in test_layer_norm.py etc. run numba against the references) ----
+
+def _run_norms(rng_values, dtype):
+    """Every norm op on the numba backend, forward and backward, over shapes with several row blocks, several
+    BatchNorm reduction items, inner slices and channels-last rows; all outputs, in order."""
+    F = pyopt.functional
+    x, w, b, dy = rng_values["ln"]
+    outputs = []
+    y, mean, rstd = F.layer_norm(x, x.shape[1:], w, b, backend="numba")
+    outputs += [y, mean, rstd, *F.layer_norm_backward(dy, x, w, mean, rstd, x.shape[1:], backend="numba")]
+    y, rstd = F.rms_norm(x, x.shape[1:], w, backend="numba")
+    outputs += [y, rstd, *F.rms_norm_backward(dy, x, w, rstd, x.shape[1:], backend="numba")]
+    for xb, dyb, axis in rng_values["bn"]:
+        C = xb.shape[axis]
+        rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+        y, sm, sr = F.batch_norm(xb, None, None, rm, rv, training=True, axis=axis, backend="numba")
+        outputs += [y, sm, sr, rm, rv, *F.batch_norm_backward(dyb, xb, None, sm, sr, axis=axis, backend="numba"),
+                    *F.batch_norm_backward(dyb, xb, None, sm, sr, training=False, axis=axis, backend="numba")]
+    return outputs
+
+
+def _norm_inputs(rng, dtype):
+    shape = (300, 1023)
+    ln = (rng.standard_normal(shape).astype(dtype) + dtype(3), rng.standard_normal(shape[1]).astype(dtype),
+          rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape).astype(dtype))
+    bn = [(rng.standard_normal(s).astype(dtype) + dtype(3), rng.standard_normal(s).astype(dtype), axis)
+          for s, axis in (((16, 8, 30, 30), 1), ((16, 30, 30, 8), -1), ((4, 3, 40000), 1))]
+    return {"ln": ln, "bn": bn}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_norms_give_the_same_bits_for_1_and_2_threads_and_run_after_run(dtype, rng):
+    """The reductions' order is fixed by the shape (row blocks, BatchNorm items, lanes), not by the threads."""
+    import numba
+
+    values = _norm_inputs(rng, dtype)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 2, 1):
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            results.append(_run_norms(values, dtype))
+    finally:
+        numba.set_num_threads(threads)
+    for other in results[1:]:
+        for k, (a, e) in enumerate(zip(other, results[0])):
+            assert_bitwise(a, e, f"output {k}")
+
+
+def test_norms_do_not_recompile_on_the_second_call(rng):
+    """A second call with new arrays of the same dtypes and flags reuses every compiled norm driver: no new
+    dispatcher, no new signature."""
+    from pyopt.kernels import batch_norm, layer_norm, rms_norm
+
+    def compiled():
+        return {(m.__name__, part, key): len(fn.signatures) for m in (layer_norm, rms_norm, batch_norm)
+                for part in ("CPU_FORWARD", "CPU_BACKWARD") for key, fn in getattr(m, part).compiled.items()}
+
+    _run_norms(_norm_inputs(rng, np.float32), np.float32)
+    before = compiled()
+    # at most one signature per dtype (float32, float64: other tests of the process may have compiled float64)
+    assert before and all(count <= 2 for count in before.values()), before
+    _run_norms(_norm_inputs(rng, np.float32), np.float32)
+    assert compiled() == before
