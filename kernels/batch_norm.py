@@ -9,8 +9,8 @@ Chan's formula), ``rstd = 1/sqrt(var + eps)``, the running-stat update (ATen: ``
 caller), then ``y = ((x - mean_hi) - mean_lo) (rstd w) + b``.  Eval: the elementwise pass with the running stats.
 Backward: per-channel sums ``dy``, ``dy (x - mean)``, ``x - mean`` (float64), then with batch statistics
 ``dx = w rstd ((dy - mean(dy)) - xhat mean(dy xhat))``; with running statistics ``dx = w rstd dy``, written during
-the sums pass.  Bytes per element (fp32), the minimum: training forward 12, eval forward 8, training backward 20,
-eval backward 12.
+the sums pass.  Bytes per element (fp32), the minimum (:func:`pyopt.reference.batch_norm.bytes_moved`): forward 8,
+backward 12; these kernels read x (dy, x) twice in training, from cache when a reduction item fits there.
 
 Design: **two-stage deterministic reductions**.  Each channel's values are cut into reduction items by the shape
 alone (:func:`geometry`: groups of rows x a slice of the inner run, about ``BLOCK`` elements; channels-last:
