@@ -127,6 +127,19 @@ static inline int bn_by_channel(int64_t outer, int64_t channels, int64_t inner, 
            outer * inner * (int64_t)elem * n_inputs <= pyopt_cache_bytes() / 4;
 }
 
+/* A channel's runs lie a whole [C][inner] plane apart, so a short run (14 x 14 floats: 12 lines) ends before
+ * the hardware prefetcher locks on and every run starts with a full memory latency.  The first pass over a
+ * channel therefore prefetches the start of the run BN_AHEAD runs ahead (at most BN_AHEAD_LINES lines: all of
+ * a short run, a head start on a long one). */
+#define BN_AHEAD 4
+#define BN_AHEAD_LINES 32
+
+static inline void bn_prefetch_run(const void *run, int64_t bytes)
+{
+    const int64_t span = bytes < BN_AHEAD_LINES * NORM_LINE_BYTES ? bytes : BN_AHEAD_LINES * NORM_LINE_BYTES;
+    for (int64_t off = 0; off < span; off += NORM_LINE_BYTES) __builtin_prefetch((const char *)run + off, 0, 3);
+}
+
 #define PYOPT_TEMPLATE_FILE "batch_norm.c"
 #include "instantiate.h"
 
@@ -327,22 +340,29 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
     T *y = (T *)c->out, *running_mean = (T *)c->running_mean, *running_var = (T *)c->running_var;
     const double n = (double)(outer * inner);
     for (int64_t ch = begin; ch < end; ch++) {
-        double sum = 0.0;
-        for (int64_t o = 0; o < outer; o++) sum += SUFFIX(norm_sum)(x + (o * C + ch) * inner, inner);
-        double mean = sum / n, var;
-        if (sizeof(T) == sizeof(float)) {
-            double sd = 0.0, sq = 0.0;
+        double mean, var;
+        if (sizeof(T) == sizeof(float)) { /* the channel's runs summed into one set of lanes, combined once */
+            norm_acc16 S = NORM_ACC16_ZERO, D = NORM_ACC16_ZERO, Q = NORM_ACC16_ZERO;
+            for (int64_t o = 0; o < outer; o++) {
+                if (o + BN_AHEAD < outer) bn_prefetch_run(x + ((o + BN_AHEAD) * C + ch) * inner, inner * 4);
+                SUFFIX(norm_sum_f32_acc)((const float *)(x + (o * C + ch) * inner), inner, &S);
+            }
+            mean = norm_acc16_total(&S) / n;
             for (int64_t o = 0; o < outer; o++) {
                 const float *run = (const float *)(x + (o * C + ch) * inner);
-                double s2[2];
-                SUFFIX(norm_centred_sums_f32)(run, inner, mean, run, s2);
-                sd += s2[0], sq += s2[1];
+                SUFFIX(norm_centred_sums_f32_acc)(run, inner, mean, run, &D, &Q);
             }
-            const double shift = sd / n, v = sq / n - shift * shift;
+            const double shift = norm_acc16_total(&D) / n, v = norm_acc16_total(&Q) / n - shift * shift;
             mean += shift;
             var = v > 0.0 ? v : 0.0;
         } else {
-            double sq = 0.0;
+            double sum = 0.0, sq = 0.0;
+            for (int64_t o = 0; o < outer; o++) {
+                if (o + BN_AHEAD < outer)
+                    bn_prefetch_run(x + ((o + BN_AHEAD) * C + ch) * inner, inner * (int64_t)sizeof(T));
+                sum += SUFFIX(norm_sum)(x + (o * C + ch) * inner, inner);
+            }
+            mean = sum / n;
             for (int64_t o = 0; o < outer; o++) sq += SUFFIX(norm_sum_sq_dev)(x + (o * C + ch) * inner, inner, mean);
             var = sq / n;
         }
@@ -377,11 +397,26 @@ PYOPT_INLINE void SUFFIX(bn_channel_backward)(const void *vctx, int64_t begin, i
     const double n = (double)(outer * inner);
     for (int64_t ch = begin; ch < end; ch++) {
         double s_dy = 0.0, s_dyx = 0.0, s_x = 0.0;
-        for (int64_t o = 0; o < outer; o++) {
-            const int64_t off = (o * C + ch) * inner;
-            double sums[3];
-            SUFFIX(norm_grad_sums)(dy + off, NULL, x + off, (double)save_mean[ch], inner, 0, sums);
-            s_dy += sums[0], s_dyx += sums[1], s_x += sums[2];
+        if (sizeof(T) == sizeof(float)) { /* one set of lanes per sum for the whole channel */
+            norm_acc16 G = NORM_ACC16_ZERO, P = NORM_ACC16_ZERO, X = NORM_ACC16_ZERO;
+            for (int64_t o = 0; o < outer; o++) {
+                const int64_t off = (o * C + ch) * inner, ahead = off + BN_AHEAD * C * inner;
+                if (o + BN_AHEAD < outer) bn_prefetch_run(dy + ahead, inner * 4), bn_prefetch_run(x + ahead, inner * 4);
+                SUFFIX(norm_grad_sums_f32_acc)((const float *)(dy + off), NULL, (const float *)(x + off),
+                                               (double)save_mean[ch], inner, 0, &G, &P, &X);
+            }
+            s_dy = norm_acc16_total(&G), s_dyx = norm_acc16_total(&P), s_x = norm_acc16_total(&X);
+        } else {
+            for (int64_t o = 0; o < outer; o++) {
+                const int64_t off = (o * C + ch) * inner, ahead = off + BN_AHEAD * C * inner;
+                if (o + BN_AHEAD < outer) {
+                    bn_prefetch_run(dy + ahead, inner * (int64_t)sizeof(T));
+                    bn_prefetch_run(x + ahead, inner * (int64_t)sizeof(T));
+                }
+                double sums[3];
+                SUFFIX(norm_grad_sums)(dy + off, NULL, x + off, (double)save_mean[ch], inner, 0, sums);
+                s_dy += sums[0], s_dyx += sums[1], s_x += sums[2];
+            }
         }
         const double r = (double)save_rstd[ch], shift = s_x / n, s_dyxhat = r * (s_dyx - shift * s_dy);
         ((T *)c->dweight)[ch] = (T)s_dyxhat;

@@ -48,6 +48,15 @@ typedef float norm_v4f_u __attribute__((vector_size(16), aligned(4), may_alias))
         memcpy((lanes) + 12, &a##3, sizeof(norm_v4d)); \
     } while (0)
 
+/* a0..a3 = lanes[0..15] (the inverse of NORM_SPILL) */
+#define NORM_UNSPILL(a, lanes)                       \
+    do {                                             \
+        memcpy(&a##0, (lanes), sizeof(norm_v4d));      \
+        memcpy(&a##1, (lanes) + 4, sizeof(norm_v4d));  \
+        memcpy(&a##2, (lanes) + 8, sizeof(norm_v4d));  \
+        memcpy(&a##3, (lanes) + 12, sizeof(norm_v4d)); \
+    } while (0)
+
 /* float32 fast path of the backward sums: float32 arithmetic (8-wide) over chunks of at most NORM_CHUNK elements
  * per lane group, each chunk's 16 float32 lane sums then added to the float64 lanes.  The rounding of a chunk is
  * that of a float32 sum of NORM_CHUNK / 16 terms (~5e-7 relative), far inside the backward's tolerance, at a
@@ -79,6 +88,21 @@ PYOPT_INLINE double norm_combine_lanes(const double *acc)
     double a[8];
     for (int k = 0; k < 8; k++) a[k] = acc[k] + acc[k + 8];
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+/* 16 float64 lanes held as four vectors (v0: lanes 0-3 ... v3: 12-15): a running sum that a float32 row
+ * function adds into (the *_acc functions of norm_lanes.h), so BatchNorm can sum a channel's runs into one set
+ * of lanes and combine them once.  Passed by pointer to always-inline functions, it stays in registers. */
+typedef struct {
+    norm_v4d v0, v1, v2, v3;
+} norm_acc16;
+#define NORM_ACC16_ZERO {{0}, {0}, {0}, {0}}
+
+PYOPT_INLINE double norm_acc16_total(const norm_acc16 *a)
+{
+    double lanes[NORM_LANES];
+    NORM_SPILL(lanes, a->v);
+    return norm_combine_lanes(lanes);
 }
 
 /* fn(ctx, begin, end) processes items [begin, end); items are independent and each is computed the same way

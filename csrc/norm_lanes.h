@@ -6,9 +6,8 @@
  * Each chunk's rounding is that of a float32 sum of 8 terms (~5e-7 of the terms' size); a centred second pass
  * (norm_centred_sums_f32) corrects the mean this gives, so the statistics keep float64 accuracy where it
  * matters (rows far from zero), at a quarter of the instructions of widening each element. */
-PYOPT_INLINE double SUFFIX(norm_sum_f32)(const float *restrict x, int64_t n)
+PYOPT_INLINE void SUFFIX(norm_sum_f32_acc)(const float *restrict x, int64_t n, norm_acc16 *S)
 {
-    norm_v4d S0 = {0}, S1 = {0}, S2 = {0}, S3 = {0};
     norm_v8f x0, x1;
     int64_t i = 0;
     while (i + NORM_LANES <= n) {
@@ -17,12 +16,21 @@ PYOPT_INLINE double SUFFIX(norm_sum_f32)(const float *restrict x, int64_t n)
             NORM_LOAD16F(x, x + i);
             a0 += x0, a1 += x1;
         }
-        NORM_FLUSH16F(S, a);
+        NORM_FLUSH16F(S->v, a);
     }
-    double lanes[NORM_LANES];
-    NORM_SPILL(lanes, S);
-    for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i];
-    return norm_combine_lanes(lanes);
+    if (i < n) {
+        double lanes[NORM_LANES];
+        NORM_SPILL(lanes, S->v);
+        for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i];
+        NORM_UNSPILL(S->v, lanes);
+    }
+}
+
+PYOPT_INLINE double SUFFIX(norm_sum_f32)(const float *restrict x, int64_t n)
+{
+    norm_acc16 S = NORM_ACC16_ZERO;
+    SUFFIX(norm_sum_f32_acc)(x, n, &S);
+    return norm_acc16_total(&S);
 }
 
 /* sum of x (float64 lanes; float32 rows: the chunked path above) */
@@ -47,12 +55,11 @@ PYOPT_INLINE double SUFFIX(norm_sum)(const T *restrict x, int64_t n)
  * out[1] / n - (out[0] / n)^2, where the correction is tiny next to the variance (the estimate is within a few
  * float32 ulps of the mean).  Prefetches the line of `ahead` (the next row) level with each line of x, so the
  * next row's reads overlap this row's arithmetic. */
-PYOPT_INLINE void SUFFIX(norm_centred_sums_f32)(const float *restrict x, int64_t n, double mean,
-                                                const float *ahead, double *out)
+PYOPT_INLINE void SUFFIX(norm_centred_sums_f32_acc)(const float *restrict x, int64_t n, double mean,
+                                                    const float *ahead, norm_acc16 *S, norm_acc16 *Q)
 {
     float mh, ml;
     NORM_SPLIT(float, mean, mh, ml);
-    norm_v4d S0 = {0}, S1 = {0}, S2 = {0}, S3 = {0}, Q0 = {0}, Q1 = {0}, Q2 = {0}, Q3 = {0};
     norm_v8f x0, x1;
     int64_t i = 0;
     while (i + NORM_LANES <= n) {
@@ -64,19 +71,30 @@ PYOPT_INLINE void SUFFIX(norm_centred_sums_f32)(const float *restrict x, int64_t
             s0 += x0, s1 += x1;
             q0 += x0 * x0, q1 += x1 * x1;
         }
-        NORM_FLUSH16F(S, s);
-        NORM_FLUSH16F(Q, q);
+        NORM_FLUSH16F(S->v, s);
+        NORM_FLUSH16F(Q->v, q);
     }
-    double ls[NORM_LANES], lq[NORM_LANES];
-    NORM_SPILL(ls, S);
-    NORM_SPILL(lq, Q);
-    for (int k = 0; i < n; i++, k++) {
-        const double d = (double)((x[i] - mh) - ml);
-        ls[k] += d;
-        lq[k] += d * d;
+    if (i < n) {
+        double ls[NORM_LANES], lq[NORM_LANES];
+        NORM_SPILL(ls, S->v);
+        NORM_SPILL(lq, Q->v);
+        for (int k = 0; i < n; i++, k++) {
+            const double d = (double)((x[i] - mh) - ml);
+            ls[k] += d;
+            lq[k] += d * d;
+        }
+        NORM_UNSPILL(S->v, ls);
+        NORM_UNSPILL(Q->v, lq);
     }
-    out[0] = norm_combine_lanes(ls);
-    out[1] = norm_combine_lanes(lq);
+}
+
+PYOPT_INLINE void SUFFIX(norm_centred_sums_f32)(const float *restrict x, int64_t n, double mean,
+                                                const float *ahead, double *out)
+{
+    norm_acc16 S = NORM_ACC16_ZERO, Q = NORM_ACC16_ZERO;
+    SUFFIX(norm_centred_sums_f32_acc)(x, n, mean, ahead, &S, &Q);
+    out[0] = norm_acc16_total(&S);
+    out[1] = norm_acc16_total(&Q);
 }
 
 /* sum of (x - mean)^2: the second pass of a two-pass variance, centred exactly in float64 */
@@ -154,14 +172,12 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq)(const T *restrict x, int64_t n)
 }
 
 /* float32 rows: the sums of norm_grad_sums by float32 chunks (NORM_CHUNK); xc = (x - mean_hi) - mean_lo. */
-PYOPT_INLINE void SUFFIX(norm_grad_sums_f32)(const float *restrict dy, const float *restrict w,
-                                             const float *restrict x, double mean, int64_t n, const int has_w,
-                                             double *out)
+PYOPT_INLINE void SUFFIX(norm_grad_sums_f32_acc)(const float *restrict dy, const float *restrict w,
+                                                 const float *restrict x, double mean, int64_t n, const int has_w,
+                                                 norm_acc16 *G, norm_acc16 *P, norm_acc16 *C)
 {
     float mh, ml;
     NORM_SPLIT(float, mean, mh, ml);
-    norm_v4d G0 = {0}, G1 = {0}, G2 = {0}, G3 = {0}, P0 = {0}, P1 = {0}, P2 = {0}, P3 = {0};
-    norm_v4d C0 = {0}, C1 = {0}, C2 = {0}, C3 = {0};
     norm_v8f d0, d1, w0, w1, x0, x1;
     int64_t i = 0;
     while (i + NORM_LANES <= n) {
@@ -178,23 +194,36 @@ PYOPT_INLINE void SUFFIX(norm_grad_sums_f32)(const float *restrict dy, const flo
             p0 += d0 * x0, p1 += d1 * x1;
             c0 += x0, c1 += x1;
         }
-        NORM_FLUSH16F(G, g);
-        NORM_FLUSH16F(P, p);
-        NORM_FLUSH16F(C, c);
+        NORM_FLUSH16F(G->v, g);
+        NORM_FLUSH16F(P->v, p);
+        NORM_FLUSH16F(C->v, c);
     }
-    double lg[NORM_LANES], lp[NORM_LANES], lc[NORM_LANES];
-    NORM_SPILL(lg, G);
-    NORM_SPILL(lp, P);
-    NORM_SPILL(lc, C);
-    for (int k = 0; i < n; i++, k++) {
-        const double g = has_w ? (double)dy[i] * (double)w[i] : (double)dy[i], xc = (double)x[i] - mean;
-        lg[k] += g;
-        lp[k] += g * xc;
-        lc[k] += xc;
+    if (i < n) {
+        double lg[NORM_LANES], lp[NORM_LANES], lc[NORM_LANES];
+        NORM_SPILL(lg, G->v);
+        NORM_SPILL(lp, P->v);
+        NORM_SPILL(lc, C->v);
+        for (int k = 0; i < n; i++, k++) {
+            const double g = has_w ? (double)dy[i] * (double)w[i] : (double)dy[i], xc = (double)x[i] - mean;
+            lg[k] += g;
+            lp[k] += g * xc;
+            lc[k] += xc;
+        }
+        NORM_UNSPILL(G->v, lg);
+        NORM_UNSPILL(P->v, lp);
+        NORM_UNSPILL(C->v, lc);
     }
-    out[0] = norm_combine_lanes(lg);
-    out[1] = norm_combine_lanes(lp);
-    out[2] = norm_combine_lanes(lc);
+}
+
+PYOPT_INLINE void SUFFIX(norm_grad_sums_f32)(const float *restrict dy, const float *restrict w,
+                                             const float *restrict x, double mean, int64_t n, const int has_w,
+                                             double *out)
+{
+    norm_acc16 G = NORM_ACC16_ZERO, P = NORM_ACC16_ZERO, C = NORM_ACC16_ZERO;
+    SUFFIX(norm_grad_sums_f32_acc)(dy, w, x, mean, n, has_w, &G, &P, &C);
+    out[0] = norm_acc16_total(&G);
+    out[1] = norm_acc16_total(&P);
+    out[2] = norm_acc16_total(&C);
 }
 
 /* The backward's row sums, with g = dy * w (dy when has_w is 0) and xc = x - mean:

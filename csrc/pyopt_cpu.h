@@ -98,9 +98,9 @@ void pyopt_probe_rw43_f32(float *p, const float *g, float *m, float *v, float s,
  * Results are bitwise the same for any thread count.  PYOPT_ERR_NO_MEMORY: a workspace malloc failed (nothing
  * was written then). */
 /* The last-level cache size the norm kernels plan with (default: read from sysfs; set a value >= 0 to override,
- * -1 to go back to the default).  Norm calls touching more bytes store their outputs with non-temporal stores;
- * BatchNorm runs channel by channel when a channel's data fits in a quarter of it.  Only the speed depends on
- * it, and for BatchNorm the order of the statistics' sums (never the thread count). */
+ * -1 to go back to the default).  Norm calls touching more than half of it store their outputs with
+ * non-temporal stores; BatchNorm runs channel by channel when a channel's data fits in a quarter of it.  Only
+ * the speed depends on it, and for BatchNorm the order of the statistics' sums (never the thread count). */
 int64_t pyopt_cache_bytes(void);
 void pyopt_set_cache_bytes(int64_t bytes);
 int pyopt_stream_outputs(int64_t bytes_touched);

@@ -38,9 +38,9 @@ void pyopt_set_num_threads(int n)
 }
 
 /* The last-level cache size the norm kernels plan with: a call streams its outputs (non-temporal stores,
- * norm_common.h) when the bytes it touches exceed it, and BatchNorm works channel by channel when a channel's
- * data fits in a quarter of it.  sysconf(_SC_LEVEL3_CACHE_SIZE) is not trusted: on this project's VMs it reports
- * the host's 256 MiB while the guest's sysfs (and lscpu) say 32 MiB. */
+ * norm_common.h) when the bytes it touches exceed half of it, and BatchNorm works channel by channel when a
+ * channel's data fits in a quarter of it.  sysconf(_SC_LEVEL3_CACHE_SIZE) is not trusted: on this project's VMs
+ * it reports the host's 256 MiB while the guest's sysfs (and lscpu) say 32 MiB. */
 #define PYOPT_DEFAULT_LLC_BYTES ((int64_t)32 << 20)
 static int64_t cache_override = -1; /* -1: not set, use the detected size */
 static int64_t llc_bytes = 0;       /* 0: not read yet */
@@ -70,9 +70,11 @@ void pyopt_set_cache_bytes(int64_t bytes)
     cache_override = bytes < 0 ? -1 : bytes;
 }
 
+/* Half the cache: the last level is shared by every core and holds more than this call's arrays (the model's
+ * weights, the other activations), so an output larger than that is gone before the next layer reads it. */
 int pyopt_stream_outputs(int64_t bytes_touched)
 {
-    return bytes_touched > pyopt_cache_bytes();
+    return bytes_touched > pyopt_cache_bytes() / 2;
 }
 
 /* A child forked after an OpenMP region has run inherits a pool whose threads do not exist in it, and its next

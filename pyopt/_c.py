@@ -46,8 +46,9 @@ def isa_code():
 
 
 def cache_bytes():
-    """The last-level cache size the norm kernels plan with: calls touching more bytes write their outputs with
-    non-temporal stores, and BatchNorm runs channel by channel when a channel fits in a quarter of it."""
+    """The last-level cache size the norm kernels plan with: calls touching more than half of it write their
+    outputs with non-temporal stores, and BatchNorm runs channel by channel when a channel fits in a quarter of
+    it."""
     return lib.pyopt_cache_bytes()
 
 
