@@ -46,9 +46,19 @@ typedef struct {
 #else /* ---------------- per-dtype part ---------------- */
 #include "norm_lanes.h"
 
-PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *ahead, const T *restrict w, const T *restrict b,
-                                         T *restrict y, T *mean_out, T *rstd_out, int64_t n, double eps,
-                                         const int has_w, const int has_b, const int stream)
+/* y[j] of a row: ((x - mean_hi) - mean_lo) rstd, times w[j], plus b[j] */
+PYOPT_INLINE T SUFFIX(ln_y)(int64_t j, const T *restrict x, const T *restrict w, const T *restrict b, T mh, T ml,
+                            T r, const int has_w, const int has_b)
+{
+    T v = ((x[j] - mh) - ml) * r;
+    if (has_w) v = v * w[j];
+    if (has_b) v = v + b[j];
+    return v;
+}
+
+PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *ahead, const T *restrict w,
+                                         const T *restrict b, T *restrict y, T *mean_out, T *rstd_out, int64_t n,
+                                         double eps, const int has_w, const int has_b, const int stream)
 {
     double mean, var;
     SUFFIX(norm_mean_var)(x, n, ahead, &mean, &var);
@@ -56,10 +66,7 @@ PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *ahead, co
     T mh, ml;
     NORM_SPLIT(T, mean, mh, ml);
     const T r = (T)rstd;
-#define LN_Y(j) (has_b ? (has_w ? (((x[j] - mh) - ml) * r) * w[j] : ((x[j] - mh) - ml) * r) + b[j] \
-                       : (has_w ? (((x[j] - mh) - ml) * r) * w[j] : ((x[j] - mh) - ml) * r))
-    NORM_STORE_ROW(T, y, n, stream, NULL, NULL, j, LN_Y(j));
-#undef LN_Y
+    NORM_STORE_ROW(T, y, n, stream, NULL, NULL, j, SUFFIX(ln_y)(j, x, w, b, mh, ml, r, has_w, has_b));
     *mean_out = (T)mean;
     *rstd_out = r;
 }
@@ -74,17 +81,11 @@ PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64
     for (int64_t r = begin; r < end; r++) {
         const T *xr = x + r * n, *ahead = r + 1 < end ? xr + n : xr;
         T *yr = y + r * n;
-        if (c->stream) {
-            if (w && b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1, 1);
-            else if (w) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0, 1);
-            else if (b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1, 1);
-            else SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0, 1);
-        } else {
-            if (w && b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1, 0);
-            else if (w) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0, 0);
-            else if (b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1, 0);
-            else SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0, 0);
-        }
+        const int s = c->stream; /* a branch per row, not per element (NORM_STORE_ROW) */
+        if (w && b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1, s);
+        else if (w) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0, s);
+        else if (b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1, s);
+        else SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0, s);
     }
     if (c->stream) norm_stream_fence();
 }
