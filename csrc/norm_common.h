@@ -167,8 +167,8 @@ static inline int64_t norm_rows_per_block(int64_t rows)
 
 
 /* ---- Streaming (non-temporal) output stores ----
- * A call whose arrays do not fit in the last-level cache would see its outputs leave the cache before anyone
- * reads them; a plain store first reads each output line from memory (write-allocate), so an output costs twice
+ * A call whose arrays take more than half the last-level cache (shared with the other cores and the rest of
+ * the model) would see its outputs leave the cache before anyone reads them; a plain store first reads each output line from memory (write-allocate), so an output costs twice
  * its bytes.  Such calls store outputs with non-temporal stores (movntps/movntpd, SSE2: both ISA copies have
  * them), which write whole lines without reading them: LayerNorm's forward then moves 8 bytes per float32
  * element instead of 12.  Values are the same either way; only where they go differs.  pyopt_stream_outputs
@@ -180,7 +180,7 @@ static inline int64_t norm_rows_per_block(int64_t rows)
 #define NORM_HAVE_STREAM 0
 #endif
 
-/* elements per streamed block: one 64-byte line */
+/* bytes per streamed block: one cache line */
 #define NORM_LINE_BYTES 64
 
 /* dst[0 .. 64 bytes) = src (both 64-byte aligned), bypassing the caches where possible */
