@@ -329,9 +329,9 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
     if (stream) norm_stream_fence();
 }
 
-/* Forward, channels [begin, end): two passes of statistics over the channel's runs (float32: the sum by float32
- * chunks, then centred sums that correct it, as LayerNorm's rows; float64: exact two-pass), the running-stat
- * update, then the normalized runs. */
+/* Forward, channels [begin, end): statistics over the channel's runs (float32: centred sums around the mean of the
+ * first run's first 16 values, a second pass only when that shift was far, as LayerNorm's rows; float64: exact
+ * two-pass), the running-stat update, then the normalized runs (while the next channel's runs are prefetched). */
 PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, int64_t end)
 {
     const bn_chan_ctx *c = (const bn_chan_ctx *)vctx;
@@ -341,18 +341,22 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
     const double n = (double)(outer * inner);
     for (int64_t ch = begin; ch < end; ch++) {
         double mean, var;
-        if (sizeof(T) == sizeof(float)) { /* the channel's runs summed into one set of lanes, combined once */
-            norm_acc16 S = NORM_ACC16_ZERO, D = NORM_ACC16_ZERO, Q = NORM_ACC16_ZERO;
-            for (int64_t o = 0; o < outer; o++) {
-                if (o + BN_AHEAD < outer) bn_prefetch_run(x + ((o + BN_AHEAD) * C + ch) * inner, inner * 4);
-                SUFFIX(norm_sum_f32_acc)((const float *)(x + (o * C + ch) * inner), inner, &S);
+        if (sizeof(T) == sizeof(float)) { /* norm_mean_var's one pass (two when the shift is far) over the
+                                           * channel's runs, summed into one set of lanes combined once */
+            mean = (double)norm_shift_f32((const float *)(x + ch * inner), inner);
+            double shift, v;
+            for (int pass = 0;; pass++) {
+                norm_acc16 D = NORM_ACC16_ZERO, Q = NORM_ACC16_ZERO;
+                for (int64_t o = 0; o < outer; o++) {
+                    const float *run = (const float *)(x + (o * C + ch) * inner);
+                    const float *ahead = (const float *)(x + ((o + BN_AHEAD) * C + ch) * inner);
+                    if (pass == 0 && o + BN_AHEAD < outer) bn_prefetch_run(ahead, inner * 4);
+                    SUFFIX(norm_centred_sums_f32_acc)(run, inner, mean, run, &D, &Q);
+                }
+                shift = norm_acc16_total(&D) / n, v = norm_acc16_total(&Q) / n - shift * shift;
+                if (pass == 1 || !(shift * shift > NORM_SHIFT_FAR * v)) break;
+                mean += shift;
             }
-            mean = norm_acc16_total(&S) / n;
-            for (int64_t o = 0; o < outer; o++) {
-                const float *run = (const float *)(x + (o * C + ch) * inner);
-                SUFFIX(norm_centred_sums_f32_acc)(run, inner, mean, run, &D, &Q);
-            }
-            const double shift = norm_acc16_total(&D) / n, v = norm_acc16_total(&Q) / n - shift * shift;
             mean += shift;
             var = v > 0.0 ? v : 0.0;
         } else {
@@ -377,9 +381,11 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
         T h, l;
         NORM_SPLIT(T, mean, h, l);
         const T a = (T)(weight ? rstd * (double)weight[ch] : rstd), b = bias ? bias[ch] : (T)0;
+        const int64_t next = ch + 1 < end ? inner : 0; /* the next channel's runs, fetched while these stream out */
         for (int64_t o = 0; o < outer; o++) {
             const T *xr = x + (o * C + ch) * inner;
-            NORM_STORE_ROW(T, y + (o * C + ch) * inner, inner, c->stream, NULL, NULL, i, ((xr[i] - h) - l) * a + b);
+            NORM_STORE_ROW(T, y + (o * C + ch) * inner, inner, c->stream, next ? xr + next : NULL, NULL, i,
+                           ((xr[i] - h) - l) * a + b);
         }
     }
     if (c->stream) norm_stream_fence();
@@ -425,10 +431,11 @@ PYOPT_INLINE void SUFFIX(bn_channel_backward)(const void *vctx, int64_t begin, i
         NORM_SPLIT(T, (double)save_mean[ch] + shift, h, l);
         const T a = (T)(weight ? r * (double)weight[ch] : r), b = (T)(s_dy / n), q = (T)(s_dyxhat / n);
         const T rt = save_rstd[ch];
+        const int64_t next = ch + 1 < end ? inner : 0; /* the next channel's runs, fetched while these stream out */
         for (int64_t o = 0; o < outer; o++) {
             const int64_t off = (o * C + ch) * inner;
             const T *xr = x + off, *dyr = dy + off;
-            NORM_STORE_ROW(T, dx + off, inner, c->stream, NULL, NULL, i,
+            NORM_STORE_ROW(T, dx + off, inner, c->stream, next ? dyr + next : NULL, next ? xr + next : NULL, i,
                            a * ((dyr[i] - b) - (((xr[i] - h) - l) * rt) * q));
         }
     }

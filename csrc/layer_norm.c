@@ -2,8 +2,12 @@
  * leading dimensions into `rows` and normalized_shape into `cols`).
  *
  * Forward, per row (pyopt/reference/layer_norm.py is the spec):
- *     mean = sum(x) / n,  var = sum((x - mean)^2) / n   (two passes, float64 accumulation for every dtype)
- *     rstd = 1 / sqrt(var + eps),  y = (x - mean) * rstd * w + b
+ *     mean = sum(x) / n,  var = sum((x - mean)^2) / n,  rstd = 1 / sqrt(var + eps),  y = (x - mean) * rstd * w + b
+ * float64 rows: exact two-pass statistics in float64.  float32 rows: d = x - s around a shift s (the mean of the
+ * first 16 values), mean = s + sum(d) / n, var = sum(d^2) / n - (sum(d) / n)^2 from one pass, and a second pass
+ * around that mean when s was more than sqrt(NORM_SHIFT_FAR) deviations off (norm_mean_var): the sum of squares
+ * then exceeds n var by at most 4x, so the rounding of its float32 chunks (NORM_CHUNK, added into float64 lanes)
+ * stays ~1e-6 of the variance.
  * x - mean is formed as (x - mean_hi) - mean_lo (NORM_SPLIT), so a float32 row like 1e4 + 1e-2 randn keeps
  * the precision of its spread; mean and rstd are stored rounded to the dtype.
  * Backward, per row, with g = dy * w and xhat = (x - mean) * rstd:
@@ -16,8 +20,7 @@
  * Rows run in parallel, one row at a time; the backward's dweight/dbias come from a fixed number of row blocks
  * (norm_rows_per_block) summed in block order, so every output is bitwise the same for any thread count.
  * float32 backward: the row sums and the dweight/dbias partials run in float32 over short chunks (NORM_CHUNK
- * elements, NORM_FLUSH_ROWS rows) added into float64, which halves the backward's instructions; the forward's
- * statistics stay float64 throughout (the accuracy claims are about them).
+ * elements, NORM_FLUSH_ROWS rows) added into float64, which halves the backward's instructions.
  *
  * This file is its own template: instantiate.h includes it once for float and once for double (T, SUFFIX). */
 #ifndef PYOPT_TEMPLATE

@@ -83,6 +83,28 @@ typedef float norm_v8f __attribute__((vector_size(32)));
         L##3 += __builtin_convertvector(q_[3], norm_v4d);     \
     } while (0)
 
+/* float32 rows: the mean of the first min(n, 16) elements in float32, a shift for the one-pass centred sums
+ * (norm_mean_var in norm_lanes.h).  For most rows it lies within a fraction of a standard deviation of the row's
+ * mean; the caller checks how far it was and sums again around the mean when it was far.  Same operations, so
+ * the same bits, for every ISA. */
+PYOPT_INLINE float norm_shift_f32(const float *x, int64_t n)
+{
+    if (n >= 16) {
+        norm_v8f x0, x1;
+        NORM_LOAD16F(x, x);
+        const norm_v8f v = x0 * 0.0625f + x1 * 0.0625f; /* scaled first (exact): no overflow near FLT_MAX */
+        return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    }
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += x[i] / (float)n;
+    return s;
+}
+
+/* How far a shift may lie from the mean, in standard deviations squared, for the one-pass centred sums: the sum
+ * of squares around it is then at most 1 + NORM_SHIFT_FAR times the variance's, so its rounding (~5e-7 relative,
+ * NORM_CHUNK) costs at most ~2e-6 of the variance.  Farther shifts sum again around the mean. */
+#define NORM_SHIFT_FAR 3.0
+
 PYOPT_INLINE double norm_combine_lanes(const double *acc)
 {
     double a[8];

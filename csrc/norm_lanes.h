@@ -116,20 +116,26 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq_dev)(const T *restrict x, int64_t n, doub
     return norm_combine_lanes(lanes);
 }
 
-/* The mean and the biased variance of a row (two passes; float32 rows: norm_sum_f32, then the centred sums
- * corrected as above; float64 rows: exact float64 two-pass).  `ahead`: the next row, prefetched during the second
- * pass (this row when there is none). */
+/* The mean and the biased variance of a row.  float32 rows: one pass of centred sums around a shift (the mean of
+ * the first 16 elements, norm_shift_f32), a second around the mean so found only when the shift was more than
+ * sqrt(NORM_SHIFT_FAR) standard deviations away; float64 rows: exact float64 two-pass.  `ahead`: the next row,
+ * prefetched during the pass (this row when there is none). */
 PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T *ahead, double *mean, double *var)
 {
-    const double m = SUFFIX(norm_sum)(x, n) / (double)n;
     if (sizeof(T) == sizeof(float)) {
-        double s[2];
+        double m = (double)norm_shift_f32((const float *)x, n), s[2];
         SUFFIX(norm_centred_sums_f32)((const float *)x, n, m, (const float *)ahead, s);
-        const double shift = s[0] / (double)n, v = s[1] / (double)n - shift * shift;
+        double shift = s[0] / (double)n, v = s[1] / (double)n - shift * shift;
+        if (shift * shift > NORM_SHIFT_FAR * v) { /* a far shift (or a constant row): again around the mean */
+            m += shift;
+            SUFFIX(norm_centred_sums_f32)((const float *)x, n, m, (const float *)ahead, s);
+            shift = s[0] / (double)n, v = s[1] / (double)n - shift * shift;
+        }
         *mean = m + shift;
         *var = v > 0.0 ? v : 0.0;
         return;
     }
+    const double m = SUFFIX(norm_sum)(x, n) / (double)n;
     *mean = m;
     *var = SUFFIX(norm_sum_sq_dev)(x, n, m) / (double)n;
 }

@@ -103,6 +103,18 @@ def test_float32_channels_far_from_zero_are_accurate(backend, rng):
     assert np.abs(y - y64).max() <= NORM_OFF_CENTRE_ATOL["1e4 + 1e-2 randn"]
 
 
+@pytest.mark.parametrize("head_offset", [0.0, 1.8, 300.0])
+def test_float32_statistics_survive_a_far_first_stretch(head_offset, backend, rng):
+    """As LayerNorm's test of that name, for the channel path's shift: the first 16 values of each channel's
+    first run sit head_offset deviations above a 1e4 + 1e-2 randn channel of 65536 values."""
+    x = off_centre(rng, (16, 2, 64, 64), np.float32, centre=1e4, spread=1e-2)
+    x.reshape(16, 2, -1)[0, :, :16] += np.float32(1e-2 * head_offset)
+    y, _, save_rstd = F.batch_norm(x, training=True, backend=backend)
+    y64, _, rstd64 = R.batch_norm(x.astype(np.float64), training=True)
+    assert np.abs(y - y64).max() <= NORM_OFF_CENTRE_ATOL["1e4 + 1e-2 randn"]
+    assert_close(save_rstd, rstd64, 1e-5, 0.0, "save_rstd")
+
+
 @pytest.mark.parametrize("momentum", [0.1, 0.5, None])
 @pytest.mark.parametrize("shape,axis", [((8, 3, 5, 5), 1), ((8, 5, 5, 3), -1)], ids=str)
 def test_running_stats_follow_the_formulas_over_several_steps(shape, axis, momentum, backend, rng):

@@ -83,6 +83,23 @@ def test_float32_rows_far_from_zero_are_accurate_and_beat_torch(kind, rows, cols
         assert theirs > NORM_OFF_CENTRE_ATOL[kind]
 
 
+@pytest.mark.parametrize("kind", list(NORM_OFF_CENTRE_ATOL))
+@pytest.mark.parametrize("head_offset", [0.0, 1.8, 5.0, 300.0])
+@pytest.mark.parametrize("cols", [9, 128, 1031, 65536])
+def test_float32_statistics_survive_a_far_first_stretch(kind, head_offset, cols, backend, rng):
+    """The float32 statistics sum once around the mean of a row's first 16 values and again around the mean when
+    that shift was more than sqrt(3) standard deviations off (csrc/norm_lanes.h norm_mean_var): rows whose head
+    sits head_offset deviations above the body keep the claim on both sides of that threshold (at 65536 columns
+    and 300 deviations, one pass around the head would miss it: 4e-4 and 3e-3)."""
+    centre, spread = (1e3, 1.0) if kind == "1e3 + randn" else (1e4, 1e-2)
+    x = off_centre(rng, (2 if cols > 4096 else 12, cols), np.float32, centre=centre, spread=spread)
+    x[:, :16] += np.float32(head_offset * spread)
+    y, _, rstd = F.layer_norm(x, (cols,), backend=backend)
+    y64, _, rstd64 = R.layer_norm(x.astype(np.float64), (cols,))
+    assert np.abs(y - y64).max() <= NORM_OFF_CENTRE_ATOL[kind]
+    assert_close(rstd, rstd64, 1e-5, 0.0, "rstd")
+
+
 @pytest.mark.parametrize("affine", AFFINE[:2] + AFFINE[3:], ids=lambda a: f"w{int(a[0])}b{int(a[1])}")
 @pytest.mark.parametrize("shape,nshape", [((6, 1023), (1023,)), ((2, 3, 4, 5), (4, 5)), ((4, 1), (1,))], ids=str)
 def test_reference_matches_torch_in_float64(shape, nshape, affine, rng):
