@@ -71,6 +71,19 @@ typedef float norm_v8f __attribute__((vector_size(32)));
         memcpy(&v##1, (p) + 8, sizeof(norm_v8f));         \
     } while (0)
 
+/* The tail of a row of n >= 16 float32 values whose first n - r are summed (r < 16): the last 16 values are
+ * loaded again (NORM_LOAD16F(v, x + n - 16)) and the lanes already summed are cleared with masks m0, m1
+ * (NORM_TAIL_MASK16, NORM_MASKF), so the tail costs one vector step instead of a trip of the lanes through
+ * memory.  Value k of those 16 goes to lane k: a fixed order, the same for every ISA. */
+typedef int32_t norm_v8i __attribute__((vector_size(32)));
+#define NORM_TAIL_MASK16(m, r)                                         \
+    do {                                                               \
+        const norm_v8i iota_ = {0, 1, 2, 3, 4, 5, 6, 7};               \
+        m##0 = iota_ >= (int32_t)(16 - (r));                           \
+        m##1 = iota_ + 8 >= (int32_t)(16 - (r));                       \
+    } while (0)
+#define NORM_MASKF(v, m) ((norm_v8f)((norm_v8i)(v) & (m)))
+
 /* L0..L3 (float64 lanes 0-3, 4-7, 8-11, 12-15) += the 16 float32 lanes of a0, a1 */
 #define NORM_FLUSH16F(L, a)                                   \
     do {                                                      \

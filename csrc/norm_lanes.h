@@ -18,7 +18,13 @@ PYOPT_INLINE void SUFFIX(norm_sum_f32_acc)(const float *restrict x, int64_t n, n
         }
         NORM_FLUSH16F(S->v, a);
     }
-    if (i < n) {
+    if (i < n && n >= NORM_LANES) { /* the tail: the last 16 values, those already summed masked out */
+        norm_v8i m0, m1;
+        NORM_TAIL_MASK16(m, n - i);
+        NORM_LOAD16F(x, x + n - NORM_LANES);
+        norm_v8f a0 = NORM_MASKF(x0, m0), a1 = NORM_MASKF(x1, m1);
+        NORM_FLUSH16F(S->v, a);
+    } else if (i < n) {
         double lanes[NORM_LANES];
         NORM_SPILL(lanes, S->v);
         for (int k = 0; i < n; i++, k++) lanes[k] += (double)x[i];
@@ -74,7 +80,15 @@ PYOPT_INLINE void SUFFIX(norm_centred_sums_f32_acc)(const float *restrict x, int
         NORM_FLUSH16F(S->v, s);
         NORM_FLUSH16F(Q->v, q);
     }
-    if (i < n) {
+    if (i < n && n >= NORM_LANES) { /* the tail as in norm_sum_f32_acc */
+        norm_v8i m0, m1;
+        NORM_TAIL_MASK16(m, n - i);
+        NORM_LOAD16F(x, x + n - NORM_LANES);
+        norm_v8f s0 = NORM_MASKF((x0 - mh) - ml, m0), s1 = NORM_MASKF((x1 - mh) - ml, m1);
+        norm_v8f q0 = s0 * s0, q1 = s1 * s1;
+        NORM_FLUSH16F(S->v, s);
+        NORM_FLUSH16F(Q->v, q);
+    } else if (i < n) {
         double ls[NORM_LANES], lq[NORM_LANES];
         NORM_SPILL(ls, S->v);
         NORM_SPILL(lq, Q->v);
@@ -204,7 +218,23 @@ PYOPT_INLINE void SUFFIX(norm_grad_sums_f32_acc)(const float *restrict dy, const
         NORM_FLUSH16F(P->v, p);
         NORM_FLUSH16F(C->v, c);
     }
-    if (i < n) {
+    if (i < n && n >= NORM_LANES) { /* the tail as in norm_sum_f32_acc */
+        norm_v8i m0, m1;
+        NORM_TAIL_MASK16(m, n - i);
+        const int64_t t = n - NORM_LANES;
+        NORM_LOAD16F(d, dy + t);
+        if (has_w) {
+            NORM_LOAD16F(w, w + t);
+            d0 *= w0, d1 *= w1;
+        }
+        NORM_LOAD16F(x, x + t);
+        norm_v8f g0 = NORM_MASKF(d0, m0), g1 = NORM_MASKF(d1, m1);
+        norm_v8f c0 = NORM_MASKF((x0 - mh) - ml, m0), c1 = NORM_MASKF((x1 - mh) - ml, m1);
+        norm_v8f p0 = g0 * c0, p1 = g1 * c1;
+        NORM_FLUSH16F(G->v, g);
+        NORM_FLUSH16F(P->v, p);
+        NORM_FLUSH16F(C->v, c);
+    } else if (i < n) {
         double lg[NORM_LANES], lp[NORM_LANES], lc[NORM_LANES];
         NORM_SPILL(lg, G->v);
         NORM_SPILL(lp, P->v);
