@@ -133,11 +133,12 @@ typedef struct {
 } norm_acc16;
 #define NORM_ACC16_ZERO {{0}, {0}, {0}, {0}}
 
+/* norm_combine_lanes of the 16 lanes, the same additions in the same order done on vectors, in registers:
+ * b[k] = (acc[k] + acc[k+8]) + (acc[k+4] + acc[k+12]), then (b0 + b2) + (b1 + b3). */
 PYOPT_INLINE double norm_acc16_total(const norm_acc16 *a)
 {
-    double lanes[NORM_LANES];
-    NORM_SPILL(lanes, a->v);
-    return norm_combine_lanes(lanes);
+    const norm_v4d b = (a->v0 + a->v2) + (a->v1 + a->v3);
+    return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
 /* fn(ctx, begin, end) processes items [begin, end); items are independent and each is computed the same way
