@@ -59,36 +59,56 @@ PYOPT_INLINE T SUFFIX(ln_y)(int64_t j, const T *restrict x, const T *restrict w,
     return v;
 }
 
-PYOPT_INLINE void SUFFIX(ln_forward_row)(const T *restrict x, const T *ahead, const T *restrict w,
-                                         const T *restrict b, T *restrict y, T *mean_out, T *rstd_out, int64_t n,
-                                         double eps, const int has_w, const int has_b, const int stream)
+/* A row's forward constants: the split mean and rstd (stored to mean_out, rstd_out as well). */
+typedef struct {
+    T mh, ml, r;
+} SUFFIX(ln_stat);
+
+PYOPT_INLINE SUFFIX(ln_stat) SUFFIX(ln_row_stat)(const T *restrict x, const T *ahead, int64_t n, double eps,
+                                                 T *mean_out, T *rstd_out)
 {
     double mean, var;
     SUFFIX(norm_mean_var)(x, n, ahead, &mean, &var);
-    const double rstd = 1.0 / sqrt(var + eps);
-    T mh, ml;
-    NORM_SPLIT(T, mean, mh, ml);
-    const T r = (T)rstd;
-    NORM_STORE_ROW(T, y, n, stream, NULL, NULL, j, SUFFIX(ln_y)(j, x, w, b, mh, ml, r, has_w, has_b));
+    SUFFIX(ln_stat) st;
+    NORM_SPLIT(T, mean, st.mh, st.ml);
+    st.r = (T)(1.0 / sqrt(var + eps));
     *mean_out = (T)mean;
-    *rstd_out = r;
+    *rstd_out = st.r;
+    return st;
 }
 
+PYOPT_INLINE void SUFFIX(ln_forward_apply)(const T *restrict x, const T *restrict w, const T *restrict b,
+                                           T *restrict y, int64_t n, SUFFIX(ln_stat) st, const int has_w,
+                                           const int has_b, const int stream)
+{
+    NORM_STORE_ROW(T, y, n, stream, NULL, NULL, j, SUFFIX(ln_y)(j, x, w, b, st.mh, st.ml, st.r, has_w, has_b));
+}
+
+/* Rows [begin, end), software-pipelined: row r + 1's statistics are taken before row r is written, so the tail
+ * of their latency chain (lane totals, the division and square root) overlaps row r's stores instead of
+ * stalling them; row r + 2 is prefetched meanwhile. */
 PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64_t end)
 {
     const ln_forward_ctx *c = (const ln_forward_ctx *)vctx;
     const int64_t n = c->cols;
     const T *x = (const T *)c->x, *w = (const T *)c->weight, *b = (const T *)c->bias;
     T *y = (T *)c->y, *mean = (T *)c->mean, *rstd = (T *)c->rstd;
-    /* the affine flags are constants in each loop, never a per-element branch */
+    if (begin >= end) return;
+    SUFFIX(ln_stat) cur = SUFFIX(ln_row_stat)(x + begin * n, x + (begin + 1 < end ? begin + 1 : begin) * n, n,
+                                              c->eps, mean + begin, rstd + begin);
     for (int64_t r = begin; r < end; r++) {
-        const T *xr = x + r * n, *ahead = r + 1 < end ? xr + n : xr;
+        SUFFIX(ln_stat) next = cur;
+        if (r + 1 < end)
+            next = SUFFIX(ln_row_stat)(x + (r + 1) * n, x + (r + 2 < end ? r + 2 : r + 1) * n, n, c->eps,
+                                       mean + r + 1, rstd + r + 1);
+        const T *xr = x + r * n;
         T *yr = y + r * n;
-        const int s = c->stream; /* a branch per row, not per element (NORM_STORE_ROW) */
-        if (w && b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 1, s);
-        else if (w) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 1, 0, s);
-        else if (b) SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 1, s);
-        else SUFFIX(ln_forward_row)(xr, ahead, w, b, yr, mean + r, rstd + r, n, c->eps, 0, 0, s);
+        const int s = c->stream; /* the affine flags and the stream flag: constants in each loop */
+        if (w && b) SUFFIX(ln_forward_apply)(xr, w, b, yr, n, cur, 1, 1, s);
+        else if (w) SUFFIX(ln_forward_apply)(xr, w, b, yr, n, cur, 1, 0, s);
+        else if (b) SUFFIX(ln_forward_apply)(xr, w, b, yr, n, cur, 0, 1, s);
+        else SUFFIX(ln_forward_apply)(xr, w, b, yr, n, cur, 0, 0, s);
+        cur = next;
     }
     if (c->stream) norm_stream_fence();
 }
