@@ -158,6 +158,21 @@ PYOPT_INLINE void SUFFIX(ln_backward_row)(const T *restrict dy, const T *restric
     NORM_STORE_ROW(T, dx, n, stream, ahead_dy, ahead_x, j, SUFFIX(ln_dx)(j, dy, x, w, &cf, sw, sb, has_w));
 }
 
+/* Element j of two consecutive rows (dy1 = dy0 + n, x1 = x0 + n): both dx through o0, o1, and the pair's
+ * dweight/dbias terms added to the partials together, so they are read and written once per pair of rows. */
+PYOPT_INLINE void SUFFIX(ln_dx2)(int64_t j, int64_t n, const T *restrict dy0, const T *restrict x0,
+                                 const T *restrict w, const SUFFIX(ln_coef) *c0, const SUFFIX(ln_coef) *c1,
+                                 T *restrict sw, T *restrict sb, const int has_w, T *o0, T *o1)
+{
+    const T *dy1 = dy0 + n, *x1 = x0 + n;
+    const T xh0 = ((x0[j] - c0->mh) - c0->ml) * c0->rstd, xh1 = ((x1[j] - c1->mh) - c1->ml) * c1->rstd;
+    const T g0 = has_w ? dy0[j] * w[j] : dy0[j], g1 = has_w ? dy1[j] * w[j] : dy1[j];
+    sw[j] += dy0[j] * xh0 + dy1[j] * xh1;
+    sb[j] += dy0[j] + dy1[j];
+    *o0 = ((g0 - c0->mean_g) - xh0 * c0->mean_gxhat) * c0->rstd;
+    *o1 = ((g1 - c1->mean_g) - xh1 * c1->mean_gxhat) * c1->rstd;
+}
+
 PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0, int64_t r1, double *pw,
                                            double *pb, T *sw, T *sb, const int has_w)
 {
@@ -165,12 +180,26 @@ PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0,
     const T *dy = (const T *)c->dy, *x = (const T *)c->x, *w = (const T *)c->weight;
     const T *mean = (const T *)c->mean, *rstd = (const T *)c->rstd;
     T *dx = (T *)c->dx;
-    for (int64_t r = r0; r < r1; r++) {
-        const SUFFIX(ln_coef) cf = SUFFIX(ln_backward_coef)(dy + r * n, x + r * n, w, mean[r], rstd[r], n, has_w);
-        const int64_t next = r + 1 < r1 ? (r + 1) * n : r * n;
-        SUFFIX(ln_backward_row)(dy + r * n, x + r * n, w, cf, dx + r * n, sw, sb, n, has_w, c->stream, dy + next,
-                                x + next);
-        if (c->scratch && ((r - r0 + 1) % NORM_FLUSH_ROWS == 0 || r + 1 == r1)) {
+    /* rows in pairs from the block's first row (the last alone when the block's count is odd): the second pass
+     * of a pair reads and writes the partials once.  A pair streams only when its rows lie whole lines apart
+     * (plain stores otherwise); the pairing itself never depends on streaming, so neither do the bits. */
+    const int stream_pairs = c->stream && (n * (int64_t)sizeof(T)) % NORM_LINE_BYTES == 0;
+    for (int64_t r = r0; r < r1;) {
+        const T *dyr = dy + r * n, *xr = x + r * n;
+        const SUFFIX(ln_coef) cf = SUFFIX(ln_backward_coef)(dyr, xr, w, mean[r], rstd[r], n, has_w);
+        if (r + 1 < r1) {
+            const SUFFIX(ln_coef) cf1 =
+                SUFFIX(ln_backward_coef)(dyr + n, xr + n, w, mean[r + 1], rstd[r + 1], n, has_w);
+            const int64_t next = (r + 3 < r1 ? r + 2 : r) * n;
+            NORM_STORE_ROW2(T, dx + r * n, n, stream_pairs, dy + next, x + next, j, o0, o1,
+                            SUFFIX(ln_dx2)(j, n, dyr, xr, w, &cf, &cf1, sw, sb, has_w, o0, o1));
+            r += 2;
+        } else {
+            const int64_t next = r + 1 < r1 ? (r + 1) * n : r * n;
+            SUFFIX(ln_backward_row)(dyr, xr, w, cf, dx + r * n, sw, sb, n, has_w, c->stream, dy + next, x + next);
+            r += 1;
+        }
+        if (c->scratch && ((r - r0) % NORM_FLUSH_ROWS == 0 || r == r1)) {
             SUFFIX(norm_flush_partial)(pw, sw, n);
             SUFFIX(norm_flush_partial)(pb, sb, n);
         }

@@ -286,4 +286,43 @@ static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t 
         _Pragma("omp simd") for (int64_t j = at_; j < n_; j++) dst_[j] = (EXPR);            \
     } while (0)
 
+/* NORM_STORE_ROW for two consecutive rows at once (dst1 = dst0 + n): STMT sets both outputs of element j through
+ * the pointers P0 and P1 (and may update per-element accumulators once for the pair).  With `stream` the rows
+ * must lie a whole number of lines apart (n * sizeof(T) a multiple of NORM_LINE_BYTES), so they share the head;
+ * each line prefetches the same span of the next pair (ahead_a, ahead_b and the rows after them). */
+#define NORM_STORE_ROW2(T, dst0, n, stream, ahead_a, ahead_b, j, P0, P1, STMT)                   \
+    do {                                                                                    \
+        T *restrict d0_ = (dst0);                                                           \
+        const int64_t n_ = (n);                                                             \
+        T *restrict d1_ = d0_ + n_;                                                         \
+        int64_t at_ = 0;                                                                    \
+        if (stream) {                                                                       \
+            const T *pa_ = (ahead_a), *pb_ = (ahead_b);                                     \
+            const int64_t head_ = norm_line_head(d0_, sizeof(T), n_);                       \
+            enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                   \
+            _Pragma("omp simd") for (int64_t j = 0; j < head_; j++) {                       \
+                T *P0 = d0_ + j, *P1 = d1_ + j;                                             \
+                STMT;                                                                       \
+            }                                                                               \
+            for (at_ = head_; at_ + LINE_ <= n_; at_ += LINE_) {                            \
+                T l0_[LINE_] __attribute__((aligned(64))), l1_[LINE_] __attribute__((aligned(64))); \
+                __builtin_prefetch(pa_ + at_, 0, 2);                                        \
+                __builtin_prefetch(pa_ + n_ + at_, 0, 2);                                   \
+                __builtin_prefetch(pb_ + at_, 0, 2);                                        \
+                __builtin_prefetch(pb_ + n_ + at_, 0, 2);                                   \
+                _Pragma("omp simd") for (int64_t k_ = 0; k_ < LINE_; k_++) {                \
+                    const int64_t j = at_ + k_;                                             \
+                    T *P0 = l0_ + k_, *P1 = l1_ + k_;                                       \
+                    STMT;                                                                   \
+                }                                                                           \
+                norm_stream_line(d0_ + at_, l0_, sizeof(T));                                \
+                norm_stream_line(d1_ + at_, l1_, sizeof(T));                                \
+            }                                                                               \
+        }                                                                                   \
+        _Pragma("omp simd") for (int64_t j = at_; j < n_; j++) {                            \
+            T *P0 = d0_ + j, *P1 = d1_ + j;                                                 \
+            STMT;                                                                           \
+        }                                                                                   \
+    } while (0)
+
 #endif

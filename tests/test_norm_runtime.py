@@ -57,8 +57,9 @@ def test_verify_mode_catches_a_wrong_kernel(monkeypatch, rng):
 
 
 def _outputs_of_every_op(rng, dtype, cols, pad):
-    """Every norm op's outputs, each written into a NaN-filled buffer at element offset ``pad`` (so row starts
-    fall at every alignment relative to a 64-byte line), on fixed inputs; returns (outputs, buffers)."""
+    """Every norm op's outputs (dweight/dbias too), each y/dx written into a NaN-filled buffer at element offset
+    ``pad`` (so row starts fall at every alignment relative to a 64-byte line), on fixed inputs; returns
+    (outputs, buffers)."""
     from _norm_helpers import guarded
 
     x = off_centre(rng, (7, cols), dtype)
@@ -71,16 +72,16 @@ def _outputs_of_every_op(rng, dtype, cols, pad):
         return view
 
     y, m, r = F.layer_norm(x, (cols,), w, b, out=out(x.shape), backend="c")
-    outs["ln"] = (y, F.layer_norm_backward(dy, x, w, m, r, (cols,), out=out(x.shape), backend="c")[0])
+    outs["ln"] = (y, *F.layer_norm_backward(dy, x, w, m, r, (cols,), out=out(x.shape), backend="c"))
     y, r = F.rms_norm(x, (cols,), w, out=out(x.shape), backend="c")
-    outs["rms"] = (y, F.rms_norm_backward(dy, x, w, r, (cols,), out=out(x.shape), backend="c")[0])
+    outs["rms"] = (y, *F.rms_norm_backward(dy, x, w, r, (cols,), out=out(x.shape), backend="c"))
     for axis in (1, -1):
         xb = x.reshape(7, cols, 1, 1) if axis == 1 else x
         rm, rv = np.zeros(cols, dtype), np.ones(cols, dtype)
         y, sm, sr = F.batch_norm(xb, w, b, rm, rv, training=True, axis=axis, out=out(xb.shape), backend="c")
-        dx, _, _ = F.batch_norm_backward(dy.reshape(xb.shape), xb, w, sm, sr, axis=axis, out=out(xb.shape),
-                                         backend="c")
-        outs[f"bn{axis}"] = (y, dx, rm, rv)
+        dx, dw, db = F.batch_norm_backward(dy.reshape(xb.shape), xb, w, sm, sr, axis=axis, out=out(xb.shape),
+                                           backend="c")
+        outs[f"bn{axis}"] = (y, dx, dw, db, rm, rv)
     return outs, bufs
 
 
