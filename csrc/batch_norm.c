@@ -113,17 +113,15 @@ typedef struct {
     int stream;
 } bn_chan_ctx;
 
+/* The channel path needs at least this many tasks to share among threads.  A fixed number, not the
+ * thread count: which path runs decides the bits, and they must not depend on the thread count. */
+#define BN_MIN_TASKS 8
+
 /* Whether a call takes the channel path: planar, batch statistics, a channel's inputs within a quarter of the
- * cache (so a second pass finds them there), and enough channels to share among the threads. */
+ * cache (so a second pass finds them there), and BN_MIN_TASKS channels or more. */
 static inline int bn_by_channel(int64_t outer, int64_t channels, int64_t inner, size_t elem, int n_inputs)
 {
-    const int64_t threads =
-#ifdef _OPENMP
-        omp_get_max_threads();
-#else
-        1;
-#endif
-    return inner > 1 && channels >= threads &&
+    return inner > 1 && channels >= BN_MIN_TASKS &&
            outer * inner * (int64_t)elem * n_inputs <= pyopt_cache_bytes() / 4;
 }
 

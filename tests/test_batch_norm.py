@@ -20,7 +20,8 @@ from pyopt import reference as R
 # more channels than a tile holds, one sample with 2 values per channel, one channel
 CASES = [((4, 5, 6, 7), 1), ((4, 6, 7, 5), -1), ((9, 5), 1), ((3, 5, 33), 1), ((2, 3, 20011), 1),
          ((3, 20011), 1), ((20011, 3), -1), ((2, 7, 33000), 1), ((1, 3, 2), 1), ((2, 3, 4, 5, 6), 2),
-         ((5, 1, 7), 1), ((1, 2), 0), ((6, 1), -1)]  # a single channel, planar and channels-last
+         ((5, 1, 7), 1), ((1, 2), 0), ((6, 1), -1),  # a single channel, planar and channels-last
+         ((3, 9, 5, 7), 1)]  # 8 channels or more: the channel path
 
 
 @contextlib.contextmanager
@@ -277,7 +278,8 @@ def test_reference_matches_torch_in_float64(rng):
 
 @PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,axis", [((16, 8, 30, 30), 1), ((16, 30, 30, 8), -1), ((4, 3, 40000), 1)], ids=str)
+@pytest.mark.parametrize("shape,axis", [((16, 8, 30, 30), 1), ((16, 30, 30, 8), -1), ((4, 3, 40000), 1),
+                                        ((3, 1, 5, 7), 1)], ids=str)  # 1 channel: fewer than 2 threads
 def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, cache, rng):
     x, w, b, rm, rv = make(rng, shape, axis, dtype)
     dy = randn(rng, shape, dtype)
@@ -438,7 +440,8 @@ def test_bytes_moved_counts_the_minimum_traffic():
 
 @PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,axis", [((6, 5, 7, 9), 1), ((6, 7, 9, 5), -1), ((2, 3, 20011), 1)], ids=str)
+@pytest.mark.parametrize("shape,axis", [((6, 5, 7, 9), 1), ((6, 7, 9, 5), -1), ((2, 3, 20011), 1),
+                                        ((6, 9, 7, 9), 1)], ids=str)
 def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, cache, rng):
     if "avx2" not in pyopt._c.isas():
         pytest.skip(reason="no AVX2 on this CPU")
@@ -463,7 +466,7 @@ def test_channel_path_streams_the_same_bits_inside_guard_bands(inner, dtype, rng
     """The channel-by-channel path with streamed outputs (a cache model small enough that the call streams but a
     channel still fits): bitwise what its plain stores give, at several offsets from a line, margins untouched.
     """
-    shape = (4, 6, inner)
+    shape = (4, 9, inner)
     x, w, b, _, _ = make(rng, shape, 1, dtype)
     dy = randn(rng, shape, dtype)
     results = {}
