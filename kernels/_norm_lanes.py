@@ -23,12 +23,15 @@ so BatchNorm sums a channel's runs into one set of lanes and combines them once;
 start from zero.  Work arrays come from :func:`workspace`, one per block of rows or channels (an allocation per
 row would cost more than a row's sums).  The ``*_f64`` functions are the float64 rows' exact float64 maths
 (:mod:`_norm_rules`'s ``lanes_*``) with the same signatures, so a driver picks one set by dtype at build time.
+The passes that a streaming call's rows begin with take an ``ahead`` row and prefetch it a chunk at a time
+(:func:`pyopt.kernels._norm_stream.prefetch`; the row itself where there is nothing to fetch).
 """
 import numba
 import numpy as np
 
 from pyopt.kernels import _launch
 from pyopt.kernels import _norm_rules as nr
+from pyopt.kernels._norm_stream import prefetch
 
 LANES = 16
 CHUNK = 128  # csrc/norm_common.h NORM_CHUNK: 8 terms per lane
@@ -115,13 +118,16 @@ def acc_sum(x, acc, part):
 
 
 @_jit
-def acc_centred(x, mh, ml, acc, part):
+def acc_centred(x, mh, ml, acc, part, ahead):
     """``acc[0] +=`` the lanes of ``sum d``, ``acc[1] +=`` those of ``sum d^2``, ``d = (x - mh) - ml`` in
-    float32 (the tail's ``d`` widened after the float32 subtraction, as C)."""
+    float32 (the tail's ``d`` widened after the float32 subtraction, as C).  Each chunk prefetches the same span
+    of ``ahead`` (the row read next; C's ``norm_centred_sums_f32_acc``), so its reads overlap this pass."""
     n = x.shape[0]
     s_acc, q_acc, s_part, q_part = acc[0], acc[1], part[0], part[1]
     i = 0
     while n - i >= CHUNK:
+        for k in range(0, CHUNK, LANES):
+            prefetch(ahead, i + k)
         for lane in range(LANES):
             j = i + lane
             d = (x[j] - mh) - ml
@@ -166,12 +172,15 @@ def acc_centred(x, mh, ml, acc, part):
 
 
 @_jit
-def acc_sum_sq(x, acc, part):
-    """``acc[0] +=`` the lanes of ``sum x^2`` (the tail squared in float64, as C)."""
+def acc_sum_sq(x, acc, part, ahead):
+    """``acc[0] +=`` the lanes of ``sum x^2`` (the tail squared in float64, as C), prefetching ``ahead`` as
+    :func:`acc_centred` does."""
     n = x.shape[0]
     s_acc, s_part = acc[0], part[0]
     i = 0
     while n - i >= CHUNK:
+        for k in range(0, CHUNK, LANES):
+            prefetch(ahead, i + k)
         for lane in range(LANES):
             j = i + lane
             v = x[j]
@@ -317,40 +326,41 @@ def acc_dot(dy, w, x, has_w, acc, part):
 # ---------------------------------------------------------------- rows: float32 and float64 variants
 
 @_jit
-def mean_var_f32(x, acc, part):
+def mean_var_f32(x, acc, part, ahead):
     """A float32 row's mean and biased variance (float64): the chunked sum, then the centred pass's
-    correction (the variance clamped at 0, as C)."""
+    correction (the variance clamped at 0, as C); the centred pass prefetches the row ``ahead``."""
     n = x.shape[0]
     clear(acc)
     acc_sum(x, acc, part)
     m = total(acc[0]) / n
     mh, ml = _split(m, np.float32(0))
     clear(acc)
-    acc_centred(x, mh, ml, acc, part)
+    acc_centred(x, mh, ml, acc, part, ahead)
     shift = total(acc[0]) / n
     var = total(acc[1]) / n - shift * shift
     return m + shift, max(var, 0.0)
 
 
 @_jit
-def mean_var_f64(x, acc, part):
-    """A float64 row's mean and biased variance: the exact two-pass in float64 lanes."""
+def mean_var_f64(x, acc, part, ahead):
+    """A float64 row's mean and biased variance: the exact two-pass in float64 lanes (``ahead`` unused: the
+    signature of :func:`mean_var_f32`)."""
     n = x.shape[0]
     m = _sum64(x) / n
     return m, _sum_sq_dev64(x, m) / n
 
 
 @_jit
-def sum_sq_f32(x, acc, part):
-    """``sum x^2`` of a float32 row (float64)."""
+def sum_sq_f32(x, acc, part, ahead):
+    """``sum x^2`` of a float32 row (float64), prefetching the row ``ahead``."""
     clear(acc)
-    acc_sum_sq(x, acc, part)
+    acc_sum_sq(x, acc, part, ahead)
     return total(acc[0])
 
 
 @_jit
-def sum_sq_f64(x, acc, part):
-    """``sum x^2`` of a float64 row."""
+def sum_sq_f64(x, acc, part, ahead):
+    """``sum x^2`` of a float64 row (``ahead`` unused)."""
     return _sum_sq64(x)
 
 
