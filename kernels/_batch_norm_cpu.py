@@ -24,7 +24,7 @@ import numpy as np
 from pyopt.kernels import _launch
 from pyopt.kernels import _norm_lanes as lanes
 from pyopt.kernels import _norm_rules as nr
-from pyopt.kernels._norm_stream import cache_bytes, prefetch_lines, stream_copy, stream_fence
+from pyopt.kernels._norm_stream import cache_bytes, prefetch_lines, stream_copy, stream_fence, stream_outputs
 
 _sum = nr.lanes_sum.cpu
 _sum_sq_dev = nr.lanes_sum_sq_dev.cpu
@@ -42,6 +42,10 @@ _backward_apply = nr.bn_backward_apply.cpu
 # prefetcher locks on; the first pass prefetches the start of the run AHEAD runs ahead (csrc/batch_norm.c BN_AHEAD).
 AHEAD = 4
 AHEAD_LINES = 32
+# Planar runs shorter than this are stored plainly even in a streaming call: each run's head and tail before and
+# after its whole lines are plain stores, and on 14 x 14 runs streaming was slower (64x256x14x14, 2 threads:
+# 4.7 -> 5.0 ms forward, 4.2 -> 4.9 ms backward); on 56 x 56 runs it is faster (3.9 -> 3.5, 4.7 -> 4.1).
+STREAM_MIN_RUN = 1024
 APPLY_BLOCK = 4096  # tiled path: elements (whole runs, slices or rows) per parallel item of the elementwise pass
 
 
@@ -52,6 +56,12 @@ def by_channel(outer, channels, inner, itemsize, n_inputs):
     not depend on the thread setting, since the two paths sum in different orders."""
     return (inner > 1 and channels >= (os.cpu_count() or 1)
             and outer * inner * itemsize * n_inputs <= cache_bytes() // 4)
+
+
+def streams(inner, out_bytes, n_arrays):
+    """Whether a call streams its outputs (``n_arrays`` arrays of ``out_bytes`` touched): more than half the cache,
+    unless its planar runs are shorter than ``STREAM_MIN_RUN``."""
+    return stream_outputs(n_arrays * out_bytes) and (inner == 1 or inner >= STREAM_MIN_RUN)
 
 
 def _make_forward_cpu(loop, stamp, channel, f32, planar, has_w, has_b):

@@ -28,9 +28,8 @@ import numpy as np
 from pyopt import _norm_kernels as _nk
 from pyopt.kernels import _launch
 from pyopt.kernels import _norm_rules as nr
-from pyopt.kernels._batch_norm_cpu import CPU_BACKWARD, CPU_FORWARD, by_channel
+from pyopt.kernels._batch_norm_cpu import CPU_BACKWARD, CPU_FORWARD, by_channel, streams
 from pyopt.kernels._norm_host import address, device_scratch, placeholder, scratch
-from pyopt.kernels._norm_stream import stream_outputs
 
 BLOCK = 16384  # elements per reduction item (CPU and GPU): 64 KiB of float32
 
@@ -69,7 +68,7 @@ def numba_forward(x, weight, bias, running_mean, running_var, use_batch_stats, m
     update = bool(use_batch_stats and running_mean is not None)
     channel = bool(use_batch_stats) and by_channel(outer, C, inner, t.itemsize, 1)
     driver = CPU_FORWARD.get((channel, t == np.float32, inner > 1, wc is not None, bc is not None), xc.size)
-    stream = stream_outputs(2 * yc.nbytes)
+    stream = streams(inner, yc.nbytes, 2)
     if channel:
         driver(xc, w, b, rm, rv, yc, save_mean, save_rstd, coef, update, np.float64(momentum), np.float64(eps),
                stream)
@@ -92,7 +91,7 @@ def numba_backward(dy, x, weight, save_mean, save_rstd, use_batch_stats, dx, dwe
         w, coef = placeholder(t) if wc is None else wc, scratch("bn_coef", (6 * C,), t)
         channel = bool(use_batch_stats) and by_channel(outer, C, inner, t.itemsize, 2)
         driver = CPU_BACKWARD.get((channel, t == np.float32, inner > 1, wc is not None), xc.size)
-        stream = stream_outputs(3 * dxc.nbytes)
+        stream = streams(inner, dxc.nbytes, 3)
         if channel:
             driver(dyc, xc, w, save_mean, save_rstd, dxc, dwc, dbc, coef, stream)
         else:
