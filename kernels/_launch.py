@@ -58,7 +58,8 @@ def _source_stamp():
     cached function, so each driver closes over this value: editing a rule or a helper gives new cache keys."""
     here = os.path.dirname(os.path.abspath(__file__))
     crc = 0
-    for name in ("_elementwise.py", "_launch.py", "_norm_rules.py"):
+    for name in ("_elementwise.py", "_launch.py", "_norm_rules.py", "_norm_lanes.py", "_norm_host.py",
+                 "_norm_stream.py"):
         with open(os.path.join(here, name), "rb") as f:
             crc = zlib.crc32(f.read(), crc)
     return crc

@@ -47,6 +47,20 @@ def address(a):
     return np.uint64(address_of(a))
 
 
+FLUSH_ROWS = 16  # float32 backward: rows whose dweight/dbias terms a float32 partial row holds (NORM_FLUSH_ROWS)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def flush(partial, chunk):
+    """``partial[j] += chunk[j]`` (float64), ``chunk[j] = 0``: the float32 backward adds each row's dweight/dbias
+    terms to float32 partial rows and flushes them into the block's float64 partials every ``FLUSH_ROWS`` rows
+    (counted from the block's first row, and at its end), as ``csrc/norm_common.h`` ``NORM_FLUSH_ROWS``: a float32
+    sum of at most 16 terms (~1e-6 relative) where widening every term would cost a float64 add per element."""
+    for j in range(partial.shape[0]):
+        partial[j] += np.float64(chunk[j])
+        chunk[j] = 0
+
+
 @numba.njit(inline="always")
 def sum_blocks(partial, k, out):
     """``out[j] = sum over blocks of partial[block, k, j]``, in block order (CPU, after the parallel loop)."""

@@ -19,28 +19,20 @@ GPU: one CUDA block per item with a shared-memory tree, or for channels-last a t
 partials ``[k][C]``; stage two combines a channel's partials in item order (Chan's merge for the statistics, plain
 sums in the backward) and computes the per-channel constants of the elementwise pass.  So no result depends on
 the thread count, the launch order or timing, and there are no float atomics.  An item is small enough for its
-second pass (the deviations from the item's own mean) to read it from cache.
+second pass (the deviations from the item's own mean) to read it from cache.  The CPU drivers, with the channel
+path that C also has (a channel per parallel item when it fits in cache), are in
+:mod:`pyopt.kernels._batch_norm_cpu`.
 """
 import numpy as np
 
 from pyopt import _norm_kernels as _nk
 from pyopt.kernels import _launch
 from pyopt.kernels import _norm_rules as nr
+from pyopt.kernels._batch_norm_cpu import CPU_BACKWARD, CPU_FORWARD, by_channel, streams
 from pyopt.kernels._norm_host import address, device_scratch, placeholder, scratch
 
 BLOCK = 16384  # elements per reduction item (CPU and GPU): 64 KiB of float32
 
-_sum = nr.lanes_sum.cpu
-_sum_sq_dev = nr.lanes_sum_sq_dev.cpu
-_grad_sums = nr.lanes_grad_sums.cpu
-_grad_terms = nr.grad_terms.cpu
-_item = nr.bn_item.cpu
-_merge = nr.chan_merge.cpu
-_forward_channel = nr.bn_forward_channel.cpu
-_backward_channel = nr.bn_backward_channel.cpu
-_k1 = nr.bn_k1.cpu
-_apply = nr.bn_apply.cpu
-_backward_apply = nr.bn_backward_apply.cpu
 cuda = None  # numba.cuda, bound by the CUDA factories (see kernels/adam.py)
 
 
@@ -56,161 +48,8 @@ def geometry(outer, channels, inner, block=BLOCK):
     return rows, length, slices, -(-outer // rows) * slices
 
 
-# ---------------------------------------------------------------- CPU
+# ---------------------------------------------------------------- CPU (drivers: _batch_norm_cpu)
 
-def _make_forward_cpu(loop, stamp, planar, has_w, has_b):
-    def batch_norm_cpu(x, w, b, running_mean, running_var, y, save_mean, save_rstd, pmean, pm2, coef, rows,
-                       length, slices, use_batch_stats, update, momentum, eps):
-        _ = stamp  # part of the cache key: see _launch.SOURCE_STAMP
-        outer, C, inner = x.shape
-        K = pmean.shape[0]
-        if use_batch_stats:
-            if planar:
-                for t in loop(C * K):
-                    c, k = t // K, t % K
-                    o0, o1, i0, i1 = _item(k, outer, inner, rows, length, slices)
-                    s = 0.0
-                    for o in range(o0, o1):
-                        s += _sum(x[o, c, i0:i1])
-                    m = s / ((o1 - o0) * (i1 - i0))
-                    q = 0.0
-                    for o in range(o0, o1):
-                        q += _sum_sq_dev(x[o, c, i0:i1], m)
-                    pmean[k, c] = m
-                    pm2[k, c] = q
-            else:
-                x2 = x.reshape((outer, C))
-                for k in loop(K):
-                    o0, o1, _i0, _i1 = _item(k, outer, 1, rows, 1, 1)
-                    pm, pq = pmean[k], pm2[k]
-                    for c in range(C):
-                        pm[c] = 0.0
-                        pq[c] = 0.0
-                    for o in range(o0, o1):
-                        xr = x2[o]
-                        for c in range(C):
-                            pm[c] += np.float64(xr[c])
-                    for c in range(C):
-                        pm[c] = pm[c] / (o1 - o0)
-                    for o in range(o0, o1):
-                        xr = x2[o]
-                        for c in range(C):
-                            d = np.float64(xr[c]) - pm[c]
-                            pq[c] += d * d
-        for c in range(C):
-            n = mean = m2 = 0.0
-            if use_batch_stats:
-                for k in range(K):
-                    o0, o1, i0, i1 = _item(k, outer, inner, rows, length, slices)
-                    n, mean, m2 = _merge(n, mean, m2, np.float64((o1 - o0) * (i1 - i0)), pmean[k, c], pm2[k, c])
-                var = m2 / n
-            else:
-                mean, var = np.float64(running_mean[c]), np.float64(running_var[c])
-            _forward_channel(c, C, mean, var, n, w, b, running_mean, running_var, momentum, eps, save_mean,
-                             save_rstd, coef, update, has_w, has_b)
-        if planar:
-            for t in loop(outer * C * slices):
-                run, s = t // slices, t % slices
-                o, c = run // C, run % C
-                i0 = s * length
-                i1 = min(i0 + length, inner)
-                xs, ys = x[o, c, i0:i1], y[o, c, i0:i1]
-                mh, ml, alpha, beta = coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]
-                for i in range(i1 - i0):
-                    _apply(xs, ys, i, mh, ml, alpha, beta)
-        else:
-            x2, y2 = x.reshape((outer, C)), y.reshape((outer, C))
-            mh, ml, alpha, beta = coef[:C], coef[C:2 * C], coef[2 * C:3 * C], coef[3 * C:4 * C]
-            for o in loop(outer):
-                xr, yr = x2[o], y2[o]
-                for c in range(C):
-                    _apply(xr, yr, c, mh[c], ml[c], alpha[c], beta[c])
-
-    return batch_norm_cpu
-
-
-def _make_backward_cpu(loop, stamp, planar, has_w):
-    def batch_norm_backward_cpu(dy, x, w, save_mean, save_rstd, dx, dweight, dbias, p, coef, rows, length,
-                                slices, use_batch_stats):
-        _ = stamp
-        outer, C, inner = x.shape
-        K = p.shape[1]
-        for c in range(C):
-            coef[2 * C + c] = _k1(c, w, save_rstd, has_w)
-        write_dx = not use_batch_stats
-        if planar:
-            for t in loop(C * K):
-                c, k = t // K, t % K
-                o0, o1, i0, i1 = _item(k, outer, inner, rows, length, slices)
-                m = np.float64(save_mean[c])
-                k1 = coef[2 * C + c]
-                s_dy = s_dyx = s_x = 0.0
-                for o in range(o0, o1):
-                    dys, xs = dy[o, c, i0:i1], x[o, c, i0:i1]
-                    a, bb, cc = _grad_sums(dys, dys, xs, m, False)
-                    s_dy += a
-                    s_dyx += bb
-                    s_x += cc
-                    if write_dx:
-                        dxs = dx[o, c, i0:i1]
-                        for i in range(i1 - i0):
-                            dxs[i] = dys[i] * k1
-                p[0, k, c] = s_dy
-                p[1, k, c] = s_dyx
-                p[2, k, c] = s_x
-        else:
-            x2, dy2, dx2 = x.reshape((outer, C)), dy.reshape((outer, C)), dx.reshape((outer, C))
-            k1s = coef[2 * C:3 * C]
-            for k in loop(K):
-                o0, o1, _i0, _i1 = _item(k, outer, 1, rows, 1, 1)
-                p0, p1, p2 = p[0, k], p[1, k], p[2, k]
-                for c in range(C):
-                    p0[c] = p1[c] = p2[c] = 0.0
-                for o in range(o0, o1):
-                    xr, dyr, dxr = x2[o], dy2[o], dx2[o]
-                    for c in range(C):
-                        a, bb, cc = _grad_terms(dyr, dyr, xr, c, np.float64(save_mean[c]), False)
-                        p0[c] += a
-                        p1[c] += bb
-                        p2[c] += cc
-                        if write_dx:
-                            dxr[c] = dyr[c] * k1s[c]
-        count = np.float64(outer * inner)
-        for c in range(C):
-            s_dy = s_dyx = s_x = 0.0
-            for k in range(K):
-                s_dy += p[0, k, c]
-                s_dyx += p[1, k, c]
-                s_x += p[2, k, c]
-            _backward_channel(c, C, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweight, dbias, coef,
-                              use_batch_stats)
-        if not use_batch_stats:
-            return
-        if planar:
-            for t in loop(outer * C * slices):
-                run, s = t // slices, t % slices
-                o, c = run // C, run % C
-                i0 = s * length
-                i1 = min(i0 + length, inner)
-                dys, xs, dxs = dy[o, c, i0:i1], x[o, c, i0:i1], dx[o, c, i0:i1]
-                mh, ml, k1, mean_dy, q, r = (coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c], coef[4 * C + c],
-                                             coef[5 * C + c])
-                for i in range(i1 - i0):
-                    _backward_apply(dys, xs, dxs, i, mh, ml, k1, mean_dy, q, r)
-        else:
-            x2, dy2, dx2 = x.reshape((outer, C)), dy.reshape((outer, C)), dx.reshape((outer, C))
-            mh, ml, k1, mean_dy, q, r = (coef[:C], coef[C:2 * C], coef[2 * C:3 * C], coef[3 * C:4 * C],
-                                         coef[4 * C:5 * C], coef[5 * C:6 * C])
-            for o in loop(outer):
-                dyr, xr, dxr = dy2[o], x2[o], dx2[o]
-                for c in range(C):
-                    _backward_apply(dyr, xr, dxr, c, mh[c], ml[c], k1[c], mean_dy[c], q[c], r[c])
-
-    return batch_norm_backward_cpu
-
-
-CPU_FORWARD = _launch.CpuDrivers(_make_forward_cpu)
-CPU_BACKWARD = _launch.CpuDrivers(_make_backward_cpu)
 
 
 def numba_forward(x, weight, bias, running_mean, running_var, use_batch_stats, momentum, eps, y, save_mean,
@@ -221,15 +60,22 @@ def numba_forward(x, weight, bias, running_mean, running_var, use_batch_stats, m
     if outer * inner == 0 or C == 0:
         return  # the caller handles empty batches
     t = xc.dtype
-    rows, length, slices, K = geometry(outer, C, inner)
     sd = save_mean.dtype
     rm = placeholder(sd) if running_mean is None else running_mean
     rv = placeholder(sd) if running_var is None else running_var
-    driver = CPU_FORWARD.get((inner > 1, wc is not None, bc is not None), xc.size)
-    driver(xc, placeholder(t) if wc is None else wc, placeholder(t) if bc is None else bc, rm, rv, yc, save_mean,
-           save_rstd, scratch("bn_mean", (K, C)), scratch("bn_m2", (K, C)), scratch("bn_coef", (4 * C,), t), rows,
-           length, slices, bool(use_batch_stats), bool(use_batch_stats and running_mean is not None),
-           np.float64(momentum), np.float64(eps))
+    w, b = placeholder(t) if wc is None else wc, placeholder(t) if bc is None else bc
+    coef = scratch("bn_coef", (4 * C,), t)
+    update = bool(use_batch_stats and running_mean is not None)
+    channel = bool(use_batch_stats) and by_channel(outer, C, inner, t.itemsize, 1)
+    driver = CPU_FORWARD.get((channel, t == np.float32, inner > 1, wc is not None, bc is not None), xc.size)
+    stream = streams(inner, yc.nbytes, 2)
+    if channel:
+        driver(xc, w, b, rm, rv, yc, save_mean, save_rstd, coef, update, np.float64(momentum), np.float64(eps),
+               stream)
+    else:
+        rows, length, slices, K = geometry(outer, C, inner)
+        driver(xc, w, b, rm, rv, yc, save_mean, save_rstd, scratch("bn_mean", (K, C)), scratch("bn_m2", (K, C)), coef,
+               rows, length, slices, bool(use_batch_stats), update, np.float64(momentum), np.float64(eps), stream)
     _nk._copy_back(y, yc)
 
 
@@ -241,11 +87,17 @@ def numba_backward(dy, x, weight, save_mean, save_rstd, use_batch_stats, dx, dwe
     if outer * inner == 0:
         dwc[...], dbc[...] = 0, 0  # the empty sums
     else:
-        rows, length, slices, K = geometry(outer, C, inner)
-        driver = CPU_BACKWARD.get((inner > 1, wc is not None), xc.size)
-        driver(dyc, xc, placeholder(xc.dtype) if wc is None else wc, save_mean, save_rstd, dxc, dwc, dbc,
-               scratch("bn_sums", (3, K, C)), scratch("bn_coef", (6 * C,), xc.dtype), rows, length, slices,
-               bool(use_batch_stats))
+        t = xc.dtype
+        w, coef = placeholder(t) if wc is None else wc, scratch("bn_coef", (6 * C,), t)
+        channel = bool(use_batch_stats) and by_channel(outer, C, inner, t.itemsize, 2)
+        driver = CPU_BACKWARD.get((channel, t == np.float32, inner > 1, wc is not None), xc.size)
+        stream = streams(inner, dxc.nbytes, 3)
+        if channel:
+            driver(dyc, xc, w, save_mean, save_rstd, dxc, dwc, dbc, coef, stream)
+        else:
+            rows, length, slices, K = geometry(outer, C, inner)
+            driver(dyc, xc, w, save_mean, save_rstd, dxc, dwc, dbc, scratch("bn_sums", (3, K, C)), coef, rows, length,
+                   slices, bool(use_batch_stats), stream)
     for out, computed in ((dx, dxc), (dweight, dwc), (dbias, dbc)):
         _nk._copy_back(out, computed)
 

@@ -8,10 +8,13 @@ Bytes per element (fp32), the minimum: forward 8 (read x, write y), backward 12 
 
 Design:
 
-- CPU: rows in parallel (``prange``); a row's sums run over fixed lanes (``_norm_rules.lanes_*``), its later
-  passes read it from cache.  The backward's dweight/dbias come from a fixed number of row blocks (at most
-  ``ROW_BLOCKS`` of at least ``MIN_BLOCK_ROWS`` rows), each adding its rows into its own float64 partial row, summed
-  in block order afterwards: bitwise the same for any thread count.
+- CPU: blocks of ``BLOCK_ROWS`` rows in parallel (``prange``); a row's sums run over fixed lanes (float32 rows:
+  float32 chunks into float64 lanes and a centred correction pass, :mod:`pyopt.kernels._norm_lanes`; float64
+  rows: ``_norm_rules.lanes_*``), its later passes read it from cache; a call larger than half the cache streams
+  its output rows (:mod:`pyopt.kernels._norm_stream`).  The backward's dweight/dbias come from a fixed number of
+  row blocks (at most ``ROW_BLOCKS`` of at least ``MIN_BLOCK_ROWS`` rows), each adding its rows into its own float64
+  partial row (float32 rows: through float32 partial rows flushed every ``FLUSH_ROWS`` rows, as C), summed in block
+  order afterwards: bitwise the same for any thread count.
 - GPU: one CUDA block per row (grid-stride over rows); the threads' float64 partials meet in a shared-memory tree
   (:func:`~pyopt.kernels._norm_rules.block_sum`), the normalize pass re-reads the row from L1/L2.  The backward
   is one kernel over a fixed number of row blocks (``GPU_ROW_BLOCKS``), one CUDA block each: per row the three
@@ -24,12 +27,12 @@ import numpy as np
 
 from pyopt import _norm_kernels as _nk
 from pyopt.kernels import _launch
+from pyopt.kernels import _norm_lanes as lanes
 from pyopt.kernels import _norm_rules as nr
-from pyopt.kernels._norm_host import address, device_scratch, launch_sum_blocks, placeholder, scratch, sum_blocks
+from pyopt.kernels._norm_host import (FLUSH_ROWS, address, device_scratch, flush, launch_sum_blocks, placeholder,
+                                      scratch, sum_blocks)
+from pyopt.kernels._norm_stream import stream_copy, stream_fence, stream_outputs
 
-_sum = nr.lanes_sum.cpu
-_sum_sq_dev = nr.lanes_sum_sq_dev.cpu
-_grad_sums = nr.lanes_grad_sums.cpu
 _split = nr.split.cpu
 _rstd = nr.rstd_of.cpu
 _coef = nr.ln_backward_coef.cpu
@@ -37,6 +40,7 @@ _apply = nr.ln_apply.cpu
 _backward_apply = nr.ln_backward_apply.cpu
 _cast = _launch.host_cast
 cuda = None  # numba.cuda, bound by the CUDA factories (see kernels/adam.py)
+BLOCK_ROWS = 16  # CPU forward: rows per parallel item (each item allocates its lanes' work arrays once)
 
 
 def _flat(a):
@@ -46,41 +50,68 @@ def _flat(a):
 
 # ---------------------------------------------------------------- CPU
 
-def _make_forward_cpu(loop, stamp, has_w, has_b):
-    def layer_norm_cpu(x, w, b, y, mean, rstd, eps, proto):
+def _make_forward_cpu(loop, stamp, f32, has_w, has_b):
+    mean_var, _, _, _ = lanes.row_sums(f32)
+
+    def layer_norm_cpu(x, w, b, y, mean, rstd, eps, proto, stream):
         _ = stamp  # part of the cache key: see _launch.SOURCE_STAMP
-        n = x.shape[1]
-        for r in loop(x.shape[0]):
-            xr, yr = x[r], y[r]
-            m = _sum(xr) / n
-            rs = _cast(_rstd(_sum_sq_dev(xr, m) / n, eps), proto)
-            mh, ml = _split(m, proto)
-            for j in range(n):
-                _apply(xr, w, b, yr, j, mh, ml, rs, has_w, has_b)
-            mean[r] = m
-            rstd[r] = rs
+        rows, n = x.shape
+        for blk in loop(-(-rows // BLOCK_ROWS)):
+            acc, part = lanes.workspace()
+            line = np.empty(n if stream else 0, y.dtype)
+            for r in range(blk * BLOCK_ROWS, min((blk + 1) * BLOCK_ROWS, rows)):
+                xr, yr = x[r], line if stream else y[r]
+                m, var = mean_var(xr, acc, part, x[r + 1] if stream and r + 1 < rows else xr)
+                rs = _cast(_rstd(var, eps), proto)
+                mh, ml = _split(m, proto)
+                for j in range(n):
+                    _apply(xr, w, b, yr, j, mh, ml, rs, has_w, has_b)
+                if stream:
+                    stream_copy(y[r], line)
+                mean[r] = m
+                rstd[r] = rs
+            if stream:
+                stream_fence()
 
     return layer_norm_cpu
 
 
-def _make_backward_cpu(loop, stamp, has_w):
-    def layer_norm_backward_cpu(dy, x, w, mean, rstd, dx, dweight, dbias, partial, per):
+def _make_backward_cpu(loop, stamp, f32, has_w):
+    _, _, grad_sums, _ = lanes.row_sums(f32)
+
+    def layer_norm_backward_cpu(dy, x, w, mean, rstd, dx, dweight, dbias, partial, per, stream):
         _ = stamp
         rows, n = x.shape
         for blk in loop(partial.shape[0]):
+            acc, part = lanes.workspace()
             pw, pb = partial[blk, 0], partial[blk, 1]
             for j in range(n):
                 pw[j] = 0.0
                 pb[j] = 0.0
+            cw, cb = np.zeros(n if f32 else 0, np.float32), np.zeros(n if f32 else 0, np.float32)
+            line = np.empty(n if stream else 0, dx.dtype)
             r0 = blk * per
-            for r in range(r0, min(r0 + per, rows)):
-                dyr, xr, dxr = dy[r], x[r], dx[r]
-                s_g, s_gx, s_x = _grad_sums(dyr, w, xr, np.float64(mean[r]), has_w)
+            r1 = min(r0 + per, rows)
+            for r in range(r0, r1):
+                dyr, xr, dxr = dy[r], x[r], line if stream else dx[r]
+                s_g, s_gx, s_x = grad_sums(dyr, w, xr, np.float64(mean[r]), has_w, acc, part)
                 mh, ml, mean_g, mean_gxhat = _coef(s_g, s_gx, s_x, mean[r], rstd[r], n)
                 rs = rstd[r]
-                for j in range(n):
-                    pw[j] += np.float64(_backward_apply(dyr, xr, w, dxr, j, mh, ml, rs, mean_g, mean_gxhat, has_w))
-                    pb[j] += np.float64(dyr[j])
+                if f32:
+                    for j in range(n):
+                        cw[j] += _backward_apply(dyr, xr, w, dxr, j, mh, ml, rs, mean_g, mean_gxhat, has_w)
+                        cb[j] += dyr[j]
+                    if (r - r0 + 1) % FLUSH_ROWS == 0 or r + 1 == r1:
+                        flush(pw, cw)
+                        flush(pb, cb)
+                else:
+                    for j in range(n):
+                        pw[j] += _backward_apply(dyr, xr, w, dxr, j, mh, ml, rs, mean_g, mean_gxhat, has_w)
+                        pb[j] += dyr[j]
+                if stream:
+                    stream_copy(dx[r], line)
+            if stream:
+                stream_fence()
         sum_blocks(partial, 0, dweight)
         sum_blocks(partial, 1, dbias)
 
@@ -95,9 +126,9 @@ def numba_forward(x, weight, bias, eps, y, mean, rstd):
     """The ``numba`` backend of ``layer_norm`` (float16: the float32 driver on upcast copies, as ``c``)."""
     xc, wc, bc, yc = _nk._up(x), _flat(_nk._up(weight)), _flat(_nk._up(bias)), _nk._compute(y)
     t = xc.dtype
-    driver = CPU_FORWARD.get((wc is not None, bc is not None), xc.size)
+    driver = CPU_FORWARD.get((t == np.float32, wc is not None, bc is not None), xc.size)
     driver(xc, placeholder(t) if wc is None else wc, placeholder(t) if bc is None else bc, yc, mean, rstd,
-           np.float64(eps), t.type(0))
+           np.float64(eps), t.type(0), stream_outputs(2 * yc.nbytes))
     _nk._copy_back(y, yc)
 
 
@@ -109,9 +140,9 @@ def numba_backward(dy, x, weight, mean, rstd, dx, dweight, dbias):
     dyc, xc, wc = _nk._up(dy), _nk._up(x), _flat(_nk._up(weight))
     dxc, dwc, dbc = _nk._compute(dx), _nk._compute(dweight), _nk._compute(dbias)
     per, n_blocks = nr.row_blocks(rows, nr.ROW_BLOCKS, nr.MIN_BLOCK_ROWS)
-    driver = CPU_BACKWARD.get((wc is not None,), xc.size)
+    driver = CPU_BACKWARD.get((xc.dtype == np.float32, wc is not None), xc.size)
     driver(dyc, xc, placeholder(xc.dtype) if wc is None else wc, mean, rstd, dxc, dwc, dbc,
-           scratch("layer_norm", (n_blocks, 2, n)), per)
+           scratch("layer_norm", (n_blocks, 2, n)), per, stream_outputs(3 * dxc.nbytes))
     for out, computed in ((dx, dxc), (dweight, dwc), (dbias, dbc)):
         _nk._copy_back(out, computed)
 

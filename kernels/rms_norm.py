@@ -5,25 +5,28 @@ Per row of ``n`` elements: ``rstd = 1/sqrt(sum(x^2)/n + eps)`` (float64 sum for 
 Backward with ``g = dy w``, ``xhat = x rstd``: ``dx = (g - xhat mean(g xhat)) rstd``,
 ``dweight = sum_rows dy xhat``.  Bytes per element (fp32), the minimum: forward 8, backward 12.
 
-Design as :mod:`pyopt.kernels.layer_norm`: rows in parallel on the CPU with fixed-lane sums; on the GPU one block
-per row with a shared-memory tree; the backward's dweight from a fixed number of row blocks' float64 partial rows
-summed in block order (CPU: after the parallel loop; GPU: a second kernel), never float atomics.
+Design as :mod:`pyopt.kernels.layer_norm`: blocks of rows in parallel on the CPU with fixed-lane sums (float32 rows:
+float32 chunks into float64 lanes, :mod:`pyopt.kernels._norm_lanes`) and streamed outputs for large calls; on the
+GPU one block per row with a shared-memory tree; the backward's dweight from a fixed number of row blocks' float64
+partial rows summed in block order (CPU: after the parallel loop; GPU: a second kernel), never float atomics.
 """
 import numpy as np
 
 from pyopt import _norm_kernels as _nk
 from pyopt.kernels import _launch
+from pyopt.kernels import _norm_lanes as lanes
 from pyopt.kernels import _norm_rules as nr
-from pyopt.kernels._norm_host import address, device_scratch, launch_sum_blocks, placeholder, scratch, sum_blocks
+from pyopt.kernels._norm_host import (FLUSH_ROWS, address, device_scratch, flush, launch_sum_blocks, placeholder,
+                                      scratch, sum_blocks)
+from pyopt.kernels._norm_stream import stream_copy, stream_fence, stream_outputs
 
-_sum_sq = nr.lanes_sum_sq.cpu
-_dot = nr.lanes_dot.cpu
 _rstd = nr.rstd_of.cpu
 _coef = nr.rms_backward_coef.cpu
 _apply = nr.rms_apply.cpu
 _backward_apply = nr.rms_backward_apply.cpu
 _cast = _launch.host_cast
 cuda = None  # numba.cuda, bound by the CUDA factories (see kernels/adam.py)
+BLOCK_ROWS = 16  # CPU forward: rows per parallel item (each item allocates its lanes' work arrays once)
 
 
 def _flat(a):
@@ -33,35 +36,60 @@ def _flat(a):
 
 # ---------------------------------------------------------------- CPU
 
-def _make_forward_cpu(loop, stamp, has_w):
-    def rms_norm_cpu(x, w, y, rstd, eps, proto):
+def _make_forward_cpu(loop, stamp, f32, has_w):
+    _, sum_sq, _, _ = lanes.row_sums(f32)
+
+    def rms_norm_cpu(x, w, y, rstd, eps, proto, stream):
         _ = stamp  # part of the cache key: see _launch.SOURCE_STAMP
-        n = x.shape[1]
-        for r in loop(x.shape[0]):
-            xr, yr = x[r], y[r]
-            rs = _cast(_rstd(_sum_sq(xr) / n, eps), proto)
-            for j in range(n):
-                _apply(xr, w, yr, j, rs, has_w)
-            rstd[r] = rs
+        rows, n = x.shape
+        for blk in loop(-(-rows // BLOCK_ROWS)):
+            acc, part = lanes.workspace()
+            line = np.empty(n if stream else 0, y.dtype)
+            for r in range(blk * BLOCK_ROWS, min((blk + 1) * BLOCK_ROWS, rows)):
+                xr, yr = x[r], line if stream else y[r]
+                rs = _cast(_rstd(sum_sq(xr, acc, part, x[r + 1] if stream and r + 1 < rows else xr) / n, eps), proto)
+                for j in range(n):
+                    _apply(xr, w, yr, j, rs, has_w)
+                if stream:
+                    stream_copy(y[r], line)
+                rstd[r] = rs
+            if stream:
+                stream_fence()
 
     return rms_norm_cpu
 
 
-def _make_backward_cpu(loop, stamp, has_w):
-    def rms_norm_backward_cpu(dy, x, w, rstd, dx, dweight, partial, per):
+def _make_backward_cpu(loop, stamp, f32, has_w):
+    _, _, _, dot = lanes.row_sums(f32)
+
+    def rms_norm_backward_cpu(dy, x, w, rstd, dx, dweight, partial, per, stream):
         _ = stamp
         rows, n = x.shape
         for blk in loop(partial.shape[0]):
+            acc, part = lanes.workspace()
             pw = partial[blk, 0]
             for j in range(n):
                 pw[j] = 0.0
+            cw = np.zeros(n if f32 else 0, np.float32)
+            line = np.empty(n if stream else 0, dx.dtype)
             r0 = blk * per
-            for r in range(r0, min(r0 + per, rows)):
-                dyr, xr, dxr = dy[r], x[r], dx[r]
+            r1 = min(r0 + per, rows)
+            for r in range(r0, r1):
+                dyr, xr, dxr = dy[r], x[r], line if stream else dx[r]
                 rs = rstd[r]
-                mean_gxhat = _coef(_dot(dyr, w, xr, has_w), rs, n)
-                for j in range(n):
-                    pw[j] += np.float64(_backward_apply(dyr, xr, w, dxr, j, rs, mean_gxhat, has_w))
+                mean_gxhat = _coef(dot(dyr, w, xr, has_w, acc, part), rs, n)
+                if f32:
+                    for j in range(n):
+                        cw[j] += _backward_apply(dyr, xr, w, dxr, j, rs, mean_gxhat, has_w)
+                    if (r - r0 + 1) % FLUSH_ROWS == 0 or r + 1 == r1:
+                        flush(pw, cw)
+                else:
+                    for j in range(n):
+                        pw[j] += _backward_apply(dyr, xr, w, dxr, j, rs, mean_gxhat, has_w)
+                if stream:
+                    stream_copy(dx[r], line)
+            if stream:
+                stream_fence()
         sum_blocks(partial, 0, dweight)
 
     return rms_norm_backward_cpu
@@ -75,8 +103,9 @@ def numba_forward(x, weight, eps, y, rstd):
     """The ``numba`` backend of ``rms_norm`` (float16: the float32 driver on upcast copies, as ``c``)."""
     xc, wc, yc = _nk._up(x), _flat(_nk._up(weight)), _nk._compute(y)
     t = xc.dtype
-    CPU_FORWARD.get((wc is not None,), xc.size)(xc, placeholder(t) if wc is None else wc, yc, rstd,
-                                                np.float64(eps), t.type(0))
+    driver = CPU_FORWARD.get((t == np.float32, wc is not None), xc.size)
+    driver(xc, placeholder(t) if wc is None else wc, yc, rstd, np.float64(eps), t.type(0),
+           stream_outputs(2 * yc.nbytes))
     _nk._copy_back(y, yc)
 
 
@@ -87,8 +116,9 @@ def numba_backward(dy, x, weight, rstd, dx, dweight):
         return
     dyc, xc, wc, dxc, dwc = _nk._up(dy), _nk._up(x), _flat(_nk._up(weight)), _nk._compute(dx), _nk._compute(dweight)
     per, n_blocks = nr.row_blocks(rows, nr.ROW_BLOCKS, nr.MIN_BLOCK_ROWS)
-    CPU_BACKWARD.get((wc is not None,), xc.size)(dyc, xc, placeholder(xc.dtype) if wc is None else wc, rstd, dxc,
-                                                 dwc, scratch("rms_norm", (n_blocks, 1, n)), per)
+    driver = CPU_BACKWARD.get((xc.dtype == np.float32, wc is not None), xc.size)
+    driver(dyc, xc, placeholder(xc.dtype) if wc is None else wc, rstd, dxc, dwc, scratch("rms_norm", (n_blocks, 1, n)),
+           per, stream_outputs(3 * dxc.nbytes))
     _nk._copy_back(dx, dxc)
     _nk._copy_back(dweight, dwc)
 

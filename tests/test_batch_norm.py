@@ -35,12 +35,13 @@ def cache_model(nbytes):
         pyopt._c.set_cache_bytes(previous)
 
 
-@pytest.fixture(params=[*BACKENDS, ("c-tiled", "avx2")], ids=backend_id)
+@pytest.fixture(params=[*BACKENDS, ("c-tiled", "avx2"), ("numba-tiled", None)], ids=backend_id)
 def backend(request):
-    """The norm tests' backends plus ``c-tiled``: the C kernels with a cache model of 0 bytes, so small shapes
-    also meet every assertion on the tiled path (and streamed stores) that large ones take."""
+    """The norm tests' backends plus ``c-tiled`` and ``numba-tiled``: the C and Numba kernels with a cache model of
+    0 bytes, so small shapes also meet every assertion on the tiled path (and streamed stores) that large ones
+    take."""
     name, isa = request.param
-    with cache_model(0 if name == "c-tiled" else None):
+    with cache_model(0 if name.endswith("-tiled") else None):
         yield from use_backend(type("Request", (), {"param": (name.removesuffix("-tiled"), isa)})())
 
 

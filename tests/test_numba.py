@@ -334,7 +334,8 @@ def test_numba_backend_is_the_fallback_without_c(monkeypatch, caplog):
 
 def _run_norms(rng_values, dtype):
     """Every norm op on the numba backend, forward and backward, over shapes with several row blocks, several
-    BatchNorm reduction items, inner slices and channels-last rows; all outputs, in order."""
+    BatchNorm reduction items, inner slices and channels-last rows, BatchNorm on both of its paths; all outputs, in
+    order."""
     F = pyopt.functional
     x, w, b, dy = rng_values["ln"]
     outputs = []
@@ -342,12 +343,19 @@ def _run_norms(rng_values, dtype):
     outputs += [y, mean, rstd, *F.layer_norm_backward(dy, x, w, mean, rstd, x.shape[1:], backend="numba")]
     y, rstd = F.rms_norm(x, x.shape[1:], w, backend="numba")
     outputs += [y, rstd, *F.rms_norm_backward(dy, x, w, rstd, x.shape[1:], backend="numba")]
-    for xb, dyb, axis in rng_values["bn"]:
-        C = xb.shape[axis]
-        rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
-        y, sm, sr = F.batch_norm(xb, None, None, rm, rv, training=True, axis=axis, backend="numba")
-        outputs += [y, sm, sr, rm, rv, *F.batch_norm_backward(dyb, xb, None, sm, sr, axis=axis, backend="numba"),
-                    *F.batch_norm_backward(dyb, xb, None, sm, sr, training=False, axis=axis, backend="numba")]
+    for cache in (None, 0):  # planar training shapes take the channel path, then (a cache of 0) the tiled one
+        previous = pyopt._c.set_cache_bytes(cache)
+        try:
+            for xb, dyb, axis in rng_values["bn"]:
+                C = xb.shape[axis]
+                rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+                y, sm, sr = F.batch_norm(xb, None, None, rm, rv, training=True, axis=axis, backend="numba")
+                outputs += [y, sm, sr, rm, rv,
+                            *F.batch_norm_backward(dyb, xb, None, sm, sr, axis=axis, backend="numba"),
+                            *F.batch_norm_backward(dyb, xb, None, sm, sr, training=False, axis=axis,
+                                                   backend="numba")]
+        finally:
+            pyopt._c.set_cache_bytes(previous)
     return outputs
 
 

@@ -1,0 +1,401 @@
+"""The CPU norm kernels' row sums of float32 data: ``csrc/norm_lanes.h``'s float32-chunk algorithm in Numba.
+
+A float32 run of ``n`` elements is summed by chunks of ``CHUNK`` = 128 elements over ``LANES`` = 16 lanes
+(element ``i`` of a chunk goes to lane ``i mod 16``): each lane's float32 sum of its 8 terms in index order is
+added into that lane's float64 accumulator.  A last partial chunk sums its whole groups of 16 the same way (fewer
+terms per lane), and the ``n mod 16`` elements after it go to float64 lanes 0, 1, ... directly.  The 16 float64
+lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone.
+
+A chunk's rounding is that of a float32 sum of at most 8 terms (about 5e-7 of their size), so statistics take
+two passes as in C: the plain sum gives an estimate ``m`` of the mean, then a centred pass over
+``d = (x - m_hi) - m_lo`` (float32, same chunking; :func:`_norm_rules.split`) gives ``sum d`` and ``sum d^2``,
+with which the mean is ``m + sum d / n`` and the variance ``sum d^2 / n - (sum d / n)^2``: the accuracy of a
+float64 two-pass where it matters (rows far from zero), at a quarter of the instructions of widening every
+element to float64.
+
+Speed comes from the shape of the lane loop: each lane's 8 terms are straight-line code inside a loop over the
+16 lanes, a loop whose iterations are independent, which LLVM's loop vectorizer turns into two 8-wide float32
+vectors without reassociating anything (no ``fastmath``); a loop over a row with 16 scalar accumulators stays
+scalar.  The partial chunk adds its groups into a float32 work row ``part`` (16 per sum) instead.
+
+Each ``acc_*`` function adds into float64 lane rows of ``acc`` (``[k][16]``, one per sum) and leaves them there,
+so BatchNorm sums a channel's runs into one set of lanes and combines them once; the ``*_f32`` row functions
+start from zero.  Work arrays come from :func:`workspace`, one per block of rows or channels (an allocation per
+row would cost more than a row's sums).  The ``*_f64`` functions are the float64 rows' exact float64 maths
+(:mod:`_norm_rules`'s ``lanes_*``) with the same signatures, so a driver picks one set by dtype at build time.
+The passes that a streaming call's rows begin with take an ``ahead`` row and prefetch it a chunk at a time
+(:func:`pyopt.kernels._norm_stream.prefetch`; the row itself where there is nothing to fetch).
+"""
+import numba
+import numpy as np
+
+from pyopt.kernels import _launch
+from pyopt.kernels import _norm_rules as nr
+from pyopt.kernels._norm_stream import prefetch
+
+LANES = 16
+CHUNK = 128  # csrc/norm_common.h NORM_CHUNK: 8 terms per lane
+SUMS = 3     # lane rows of a workspace: the most sums one pass takes (the backward's g, g xc, xc)
+
+_jit = numba.njit(inline="always", **{k: v for k, v in _launch.CPU_OPTIONS.items() if k != "cache"})
+_split = nr.split.cpu
+_sum64 = nr.lanes_sum.cpu
+_sum_sq_dev64 = nr.lanes_sum_sq_dev.cpu
+_sum_sq64 = nr.lanes_sum_sq.cpu
+_grad_sums64 = nr.lanes_grad_sums.cpu
+_dot64 = nr.lanes_dot.cpu
+
+
+@_jit
+def workspace():
+    """``(acc, part)``: float64 lane rows ``[SUMS][LANES]`` (zeroed) and float32 partial-chunk rows."""
+    return np.zeros((SUMS, LANES)), np.empty((SUMS, LANES), np.float32)
+
+
+@_jit
+def clear(acc):
+    """Zeroes every lane row of ``acc``."""
+    for k in range(acc.shape[0]):
+        for j in range(LANES):
+            acc[k, j] = 0.0
+
+
+@_jit
+def total(lanes):
+    """The 16 float64 lanes of one row of ``acc`` combined in C's fixed tree (``norm_combine_lanes``)."""
+    a0, a1, a2, a3 = lanes[0] + lanes[8], lanes[1] + lanes[9], lanes[2] + lanes[10], lanes[3] + lanes[11]
+    a4, a5, a6, a7 = lanes[4] + lanes[12], lanes[5] + lanes[13], lanes[6] + lanes[14], lanes[7] + lanes[15]
+    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+
+
+# ---------------------------------------------------------------- float32 accumulations
+
+@_jit
+def _grad_terms(dy, w, x, j, mh, ml, has_w):
+    """Element ``j``'s float32 ``g = dy w`` (``dy`` without a weight) and ``xc = (x - mh) - ml``."""
+    g = dy[j] * w[j] if has_w else dy[j]
+    return g, (x[j] - mh) - ml
+
+
+@_jit
+def _dot_term(dy, w, x, j, has_w):
+    """Element ``j``'s float32 ``g x``."""
+    g = dy[j] * w[j] if has_w else dy[j]
+    return g * x[j]
+
+
+@_jit
+def acc_sum(x, acc, part):
+    """``acc[0] += the lanes of sum x``."""
+    n = x.shape[0]
+    s_acc, s_part = acc[0], part[0]
+    i = 0
+    while n - i >= CHUNK:
+        for lane in range(LANES):
+            j = i + lane
+            s = x[j] + x[j + 16]
+            s += x[j + 32]
+            s += x[j + 48]
+            s += x[j + 64]
+            s += x[j + 80]
+            s += x[j + 96]
+            s += x[j + 112]
+            s_acc[lane] += np.float64(s)
+        i += CHUNK
+    groups = (n - i) // LANES
+    if groups > 0:
+        for lane in range(LANES):
+            s_part[lane] = x[i + lane]
+        for g in range(1, groups):
+            k = i + g * LANES
+            for lane in range(LANES):
+                s_part[lane] += x[k + lane]
+        for lane in range(LANES):
+            s_acc[lane] += np.float64(s_part[lane])
+        i += groups * LANES
+    for lane in range(n - i):
+        s_acc[lane] += np.float64(x[i + lane])
+
+
+@_jit
+def acc_centred(x, mh, ml, acc, part, ahead):
+    """``acc[0] +=`` the lanes of ``sum d``, ``acc[1] +=`` those of ``sum d^2``, ``d = (x - mh) - ml`` in
+    float32 (the tail's ``d`` widened after the float32 subtraction, as C).  Each chunk prefetches the same span
+    of ``ahead`` (the row read next; C's ``norm_centred_sums_f32_acc``), so its reads overlap this pass."""
+    n = x.shape[0]
+    s_acc, q_acc, s_part, q_part = acc[0], acc[1], part[0], part[1]
+    i = 0
+    while n - i >= CHUNK:
+        for k in range(0, CHUNK, LANES):
+            prefetch(ahead, i + k)
+        for lane in range(LANES):
+            j = i + lane
+            d = (x[j] - mh) - ml
+            s, q = d, d * d
+            d = (x[j + 16] - mh) - ml
+            s, q = s + d, q + d * d
+            d = (x[j + 32] - mh) - ml
+            s, q = s + d, q + d * d
+            d = (x[j + 48] - mh) - ml
+            s, q = s + d, q + d * d
+            d = (x[j + 64] - mh) - ml
+            s, q = s + d, q + d * d
+            d = (x[j + 80] - mh) - ml
+            s, q = s + d, q + d * d
+            d = (x[j + 96] - mh) - ml
+            s, q = s + d, q + d * d
+            d = (x[j + 112] - mh) - ml
+            s, q = s + d, q + d * d
+            s_acc[lane] += np.float64(s)
+            q_acc[lane] += np.float64(q)
+        i += CHUNK
+    groups = (n - i) // LANES
+    if groups > 0:
+        for lane in range(LANES):
+            d = (x[i + lane] - mh) - ml
+            s_part[lane] = d
+            q_part[lane] = d * d
+        for g in range(1, groups):
+            k = i + g * LANES
+            for lane in range(LANES):
+                d = (x[k + lane] - mh) - ml
+                s_part[lane] += d
+                q_part[lane] += d * d
+        for lane in range(LANES):
+            s_acc[lane] += np.float64(s_part[lane])
+            q_acc[lane] += np.float64(q_part[lane])
+        i += groups * LANES
+    for lane in range(n - i):
+        d = np.float64((x[i + lane] - mh) - ml)
+        s_acc[lane] += d
+        q_acc[lane] += d * d
+
+
+@_jit
+def acc_sum_sq(x, acc, part, ahead):
+    """``acc[0] +=`` the lanes of ``sum x^2`` (the tail squared in float64, as C), prefetching ``ahead`` as
+    :func:`acc_centred` does."""
+    n = x.shape[0]
+    s_acc, s_part = acc[0], part[0]
+    i = 0
+    while n - i >= CHUNK:
+        for k in range(0, CHUNK, LANES):
+            prefetch(ahead, i + k)
+        for lane in range(LANES):
+            j = i + lane
+            v = x[j]
+            s = v * v
+            v = x[j + 16]
+            s += v * v
+            v = x[j + 32]
+            s += v * v
+            v = x[j + 48]
+            s += v * v
+            v = x[j + 64]
+            s += v * v
+            v = x[j + 80]
+            s += v * v
+            v = x[j + 96]
+            s += v * v
+            v = x[j + 112]
+            s += v * v
+            s_acc[lane] += np.float64(s)
+        i += CHUNK
+    groups = (n - i) // LANES
+    if groups > 0:
+        for lane in range(LANES):
+            v = x[i + lane]
+            s_part[lane] = v * v
+        for g in range(1, groups):
+            k = i + g * LANES
+            for lane in range(LANES):
+                v = x[k + lane]
+                s_part[lane] += v * v
+        for lane in range(LANES):
+            s_acc[lane] += np.float64(s_part[lane])
+        i += groups * LANES
+    for lane in range(n - i):
+        v = np.float64(x[i + lane])
+        s_acc[lane] += v * v
+
+
+@_jit
+def acc_grad(dy, w, x, mh, ml, has_w, acc, part):
+    """``acc[0..2] +=`` the lanes of ``sum g``, ``sum g xc``, ``sum xc`` with ``g = dy w`` (``dy`` without a
+    weight) and ``xc = (x - mh) - ml``, float32 inside a chunk; the tail in float64 with ``xc = x - (mh + ml)``
+    (C's ``norm_grad_sums_f32_acc``)."""
+    n = x.shape[0]
+    g_acc, p_acc, c_acc, g_part, p_part, c_part = acc[0], acc[1], acc[2], part[0], part[1], part[2]
+    i = 0
+    while n - i >= CHUNK:
+        for lane in range(LANES):
+            j = i + lane
+            g, xc = _grad_terms(dy, w, x, j, mh, ml, has_w)
+            sg, sp, sc = g, g * xc, xc
+            g, xc = _grad_terms(dy, w, x, j + 16, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g, xc = _grad_terms(dy, w, x, j + 32, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g, xc = _grad_terms(dy, w, x, j + 48, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g, xc = _grad_terms(dy, w, x, j + 64, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g, xc = _grad_terms(dy, w, x, j + 80, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g, xc = _grad_terms(dy, w, x, j + 96, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g, xc = _grad_terms(dy, w, x, j + 112, mh, ml, has_w)
+            sg, sp, sc = sg + g, sp + g * xc, sc + xc
+            g_acc[lane] += np.float64(sg)
+            p_acc[lane] += np.float64(sp)
+            c_acc[lane] += np.float64(sc)
+        i += CHUNK
+    groups = (n - i) // LANES
+    if groups > 0:
+        for lane in range(LANES):
+            j = i + lane
+            g = dy[j] * w[j] if has_w else dy[j]
+            xc = (x[j] - mh) - ml
+            g_part[lane] = g
+            p_part[lane] = g * xc
+            c_part[lane] = xc
+        for t in range(1, groups):
+            k0 = i + t * LANES
+            for lane in range(LANES):
+                k = k0 + lane
+                g = dy[k] * w[k] if has_w else dy[k]
+                xc = (x[k] - mh) - ml
+                g_part[lane] += g
+                p_part[lane] += g * xc
+                c_part[lane] += xc
+        for lane in range(LANES):
+            g_acc[lane] += np.float64(g_part[lane])
+            p_acc[lane] += np.float64(p_part[lane])
+            c_acc[lane] += np.float64(c_part[lane])
+        i += groups * LANES
+    mean = np.float64(mh) + np.float64(ml)
+    for lane in range(n - i):
+        k = i + lane
+        g = np.float64(dy[k]) * np.float64(w[k]) if has_w else np.float64(dy[k])
+        xc = np.float64(x[k]) - mean
+        g_acc[lane] += g
+        p_acc[lane] += g * xc
+        c_acc[lane] += xc
+
+
+@_jit
+def acc_dot(dy, w, x, has_w, acc, part):
+    """``acc[0] +=`` the lanes of ``sum g x``, ``g = dy w`` (RMSNorm's backward; the tail in float64)."""
+    n = x.shape[0]
+    s_acc, s_part = acc[0], part[0]
+    i = 0
+    while n - i >= CHUNK:
+        for lane in range(LANES):
+            j = i + lane
+            s = _dot_term(dy, w, x, j, has_w)
+            s += _dot_term(dy, w, x, j + 16, has_w)
+            s += _dot_term(dy, w, x, j + 32, has_w)
+            s += _dot_term(dy, w, x, j + 48, has_w)
+            s += _dot_term(dy, w, x, j + 64, has_w)
+            s += _dot_term(dy, w, x, j + 80, has_w)
+            s += _dot_term(dy, w, x, j + 96, has_w)
+            s += _dot_term(dy, w, x, j + 112, has_w)
+            s_acc[lane] += np.float64(s)
+        i += CHUNK
+    groups = (n - i) // LANES
+    if groups > 0:
+        for lane in range(LANES):
+            j = i + lane
+            g = dy[j] * w[j] if has_w else dy[j]
+            s_part[lane] = g * x[j]
+        for t in range(1, groups):
+            k0 = i + t * LANES
+            for lane in range(LANES):
+                k = k0 + lane
+                g = dy[k] * w[k] if has_w else dy[k]
+                s_part[lane] += g * x[k]
+        for lane in range(LANES):
+            s_acc[lane] += np.float64(s_part[lane])
+        i += groups * LANES
+    for lane in range(n - i):
+        k = i + lane
+        g = np.float64(dy[k]) * np.float64(w[k]) if has_w else np.float64(dy[k])
+        s_acc[lane] += g * np.float64(x[k])
+
+
+# ---------------------------------------------------------------- rows: float32 and float64 variants
+
+@_jit
+def mean_var_f32(x, acc, part, ahead):
+    """A float32 row's mean and biased variance (float64): the chunked sum, then the centred pass's
+    correction (the variance clamped at 0, as C); the centred pass prefetches the row ``ahead``."""
+    n = x.shape[0]
+    clear(acc)
+    acc_sum(x, acc, part)
+    m = total(acc[0]) / n
+    mh, ml = _split(m, np.float32(0))
+    clear(acc)
+    acc_centred(x, mh, ml, acc, part, ahead)
+    shift = total(acc[0]) / n
+    var = total(acc[1]) / n - shift * shift
+    return m + shift, max(var, 0.0)
+
+
+@_jit
+def mean_var_f64(x, acc, part, ahead):
+    """A float64 row's mean and biased variance: the exact two-pass in float64 lanes (``ahead`` unused: the
+    signature of :func:`mean_var_f32`)."""
+    n = x.shape[0]
+    m = _sum64(x) / n
+    return m, _sum_sq_dev64(x, m) / n
+
+
+@_jit
+def sum_sq_f32(x, acc, part, ahead):
+    """``sum x^2`` of a float32 row (float64), prefetching the row ``ahead``."""
+    clear(acc)
+    acc_sum_sq(x, acc, part, ahead)
+    return total(acc[0])
+
+
+@_jit
+def sum_sq_f64(x, acc, part, ahead):
+    """``sum x^2`` of a float64 row (``ahead`` unused)."""
+    return _sum_sq64(x)
+
+
+@_jit
+def grad_sums_f32(dy, w, x, mean, has_w, acc, part):
+    """The backward's ``(sum g, sum g xc, sum xc)`` of a float32 row, ``xc`` = x - mean (float64 ``mean``
+    split into float32 ``hi + lo``)."""
+    mh, ml = _split(mean, np.float32(0))
+    clear(acc)
+    acc_grad(dy, w, x, mh, ml, has_w, acc, part)
+    return total(acc[0]), total(acc[1]), total(acc[2])
+
+
+@_jit
+def grad_sums_f64(dy, w, x, mean, has_w, acc, part):
+    """The backward's sums of a float64 row in float64 lanes."""
+    return _grad_sums64(dy, w, x, mean, has_w)
+
+
+@_jit
+def dot_f32(dy, w, x, has_w, acc, part):
+    """``sum g x`` of a float32 row (RMSNorm's backward)."""
+    clear(acc)
+    acc_dot(dy, w, x, has_w, acc, part)
+    return total(acc[0])
+
+
+@_jit
+def dot_f64(dy, w, x, has_w, acc, part):
+    """``sum g x`` of a float64 row."""
+    return _dot64(dy, w, x, has_w)
+
+
+def row_sums(f32):
+    """The row functions for float32 (``f32``) or float64 rows: ``(mean_var, sum_sq, grad_sums, dot)``."""
+    if f32:
+        return mean_var_f32, sum_sq_f32, grad_sums_f32, dot_f32
+    return mean_var_f64, sum_sq_f64, grad_sums_f64, dot_f64
