@@ -4,7 +4,7 @@ CUDA kernels; C: ``csrc/batch_norm.c``).  ``x`` arrives as ``[outer][C][inner]``
 Two paths, as in C, each bitwise the same for any thread count:
 
 - **Channel path** (planar layouts with batch statistics whose channel fits in a quarter of the cache, and at
-  least as many channels as threads: :func:`by_channel`): one parallel item per channel computes the channel's
+  least ``MIN_TASKS`` channels: :func:`by_channel`): one parallel item per channel computes the channel's
   statistics over its runs and at once normalizes them (forward) or forms ``dx`` (backward), so the later passes
   over the channel read cache, not memory.  A float32 channel's runs are summed into one set of float32-chunk
   lanes (:mod:`pyopt.kernels._norm_lanes`: the sum, then the centred pass that corrects the mean and gives the
@@ -17,8 +17,6 @@ Two paths, as in C, each bitwise the same for any thread count:
 Calls larger than half the cache stream their outputs (:mod:`pyopt.kernels._norm_stream`), and the channel path's
 first pass prefetches the runs ``AHEAD`` runs ahead, as C does.
 """
-import os
-
 import numpy as np
 
 from pyopt.kernels import _launch
@@ -46,15 +44,16 @@ AHEAD_LINES = 32
 # after its whole lines are plain stores, and on 14 x 14 runs streaming was slower (64x256x14x14, 2 threads:
 # 4.7 -> 5.0 ms forward, 4.2 -> 4.9 ms backward); on 56 x 56 runs it is faster (3.9 -> 3.5, 4.7 -> 4.1).
 STREAM_MIN_RUN = 1024
+MIN_TASKS = 8  # channels the channel path needs (csrc/batch_norm.c BN_MIN_TASKS)
 APPLY_BLOCK = 4096  # tiled path: elements (whole runs, slices or rows) per parallel item of the elementwise pass
 
 
 def by_channel(outer, channels, inner, itemsize, n_inputs):
     """Whether a call with batch statistics takes the channel path: planar, a channel's inputs within a quarter
-    of the cache the C kernels plan with (:func:`pyopt.kernels._norm_stream.cache_bytes`), and at least as many
-    channels as the machine has cores.  C's ``bn_by_channel`` counts the threads instead; here the choice must
-    not depend on the thread setting, since the two paths sum in different orders."""
-    return (inner > 1 and channels >= (os.cpu_count() or 1)
+    of the cache the C kernels plan with (:func:`pyopt.kernels._norm_stream.cache_bytes`), and ``MIN_TASKS``
+    channels or more (C's ``bn_by_channel``).  A fixed count, not the threads or cores: the two paths sum in
+    different orders, so the choice must depend on the shape alone."""
+    return (inner > 1 and channels >= MIN_TASKS
             and outer * inner * itemsize * n_inputs <= cache_bytes() // 4)
 
 
