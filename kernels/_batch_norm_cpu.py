@@ -7,8 +7,8 @@ Two paths, as in C, each bitwise the same for any thread count:
   least ``MIN_TASKS`` channels: :func:`by_channel`): one parallel item per channel computes the channel's
   statistics over its runs and at once normalizes them (forward) or forms ``dx`` (backward), so the later passes
   over the channel read cache, not memory.  A float32 channel's runs are summed into one set of float32-chunk
-  lanes (:mod:`pyopt.kernels._norm_lanes`: the sum, then the centred pass that corrects the mean and gives the
-  variance; the backward's three sums), combined once; float64 channels add their runs' float64 lane sums.
+  lanes (:mod:`pyopt.kernels._norm_lanes`: the centred pass around a shift that gives the mean and the
+  variance, twice when the shift was far; the backward's three sums), combined once; float64 channels add their runs' float64 lane sums.
 - **Tiled path** (everything else): two-stage reductions over reduction items fixed by the shape
   (:func:`pyopt.kernels.batch_norm.geometry`): stage one a ``prange`` over items into per-item partials, stage
   two a channel's partials combined in item order (Chan's merge; plain sums in the backward), then the
@@ -17,6 +17,7 @@ Two paths, as in C, each bitwise the same for any thread count:
 Calls larger than half the cache stream their outputs (:mod:`pyopt.kernels._norm_stream`), and the channel path's
 first pass prefetches the runs ``AHEAD`` runs ahead, as C does.
 """
+import numba
 import numpy as np
 
 from pyopt.kernels import _launch
@@ -57,6 +58,20 @@ def by_channel(outer, channels, inner, itemsize, n_inputs):
             and outer * inner * itemsize * n_inputs <= cache_bytes() // 4)
 
 
+@numba.njit(inline="always", **{k: v for k, v in _launch.CPU_OPTIONS.items() if k != "cache"})
+def _channel_centred(x, c, centre, acc, part, fetch):
+    """(mean, variance, far) of channel ``c`` of float32 ``x`` from one centred pass over its runs around
+    ``centre`` (:func:`pyopt.kernels._norm_lanes.centred_stats`); ``fetch``: prefetch the runs ahead."""
+    outer = x.shape[0]
+    mh, ml = _split(centre, np.float32(0))
+    lanes.clear(acc)
+    for o in range(outer):
+        if fetch and o + AHEAD < outer:
+            prefetch_lines(x[o + AHEAD, c], AHEAD_LINES)
+        lanes.acc_centred(x[o, c], mh, ml, acc, part, x[o, c])
+    return lanes.centred_stats(lanes.total(acc[0]), lanes.total(acc[1]), np.float64(outer * x.shape[2]), centre)
+
+
 def streams(inner, out_bytes, n_arrays):
     """Whether a call streams its outputs (``n_arrays`` arrays of ``out_bytes`` touched): more than half the cache,
     unless its planar runs are shorter than ``STREAM_MIN_RUN``."""
@@ -85,18 +100,11 @@ def _make_channel_forward(loop, stamp, f32, has_w, has_b):
         n = np.float64(outer * inner)
         for c in loop(C):
             if f32:
-                acc, part = lanes.workspace()
-                for o in range(outer):
-                    if o + AHEAD < outer:
-                        prefetch_lines(x[o + AHEAD, c], AHEAD_LINES)
-                    lanes.acc_sum(x[o, c], acc, part)
-                m = lanes.total(acc[0]) / n
-                mh, ml = _split(m, np.float32(0))
-                lanes.clear(acc)
-                for o in range(outer):
-                    lanes.acc_centred(x[o, c], mh, ml, acc, part, x[o, c])
-                shift = lanes.total(acc[0]) / n
-                mean, var = m + shift, max(lanes.total(acc[1]) / n - shift * shift, 0.0)
+                acc, part = lanes.workspace()  # as LayerNorm's rows (lanes.mean_var_f32), over the runs
+                mean, var, far = _channel_centred(x, c, np.float64(lanes.shift_f32(x[0, c])), acc, part, True)
+                if far:
+                    mean, var, far = _channel_centred(x, c, mean, acc, part, False)
+                var = max(var, 0.0)
             else:
                 s = 0.0
                 for o in range(outer):

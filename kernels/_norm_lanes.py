@@ -6,12 +6,13 @@ added into that lane's float64 accumulator.  A last partial chunk sums its whole
 terms per lane), and the ``n mod 16`` elements after it go to float64 lanes 0, 1, ... directly.  The 16 float64
 lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone.
 
-A chunk's rounding is that of a float32 sum of at most 8 terms (about 5e-7 of their size), so statistics take
-two passes as in C: the plain sum gives an estimate ``m`` of the mean, then a centred pass over
-``d = (x - m_hi) - m_lo`` (float32, same chunking; :func:`_norm_rules.split`) gives ``sum d`` and ``sum d^2``,
-with which the mean is ``m + sum d / n`` and the variance ``sum d^2 / n - (sum d / n)^2``: the accuracy of a
-float64 two-pass where it matters (rows far from zero), at a quarter of the instructions of widening every
-element to float64.
+A chunk's rounding is that of a float32 sum of at most 8 terms (about 5e-7 of their size), so statistics are
+centred as in C: a pass over ``d = (x - s_hi) - s_lo`` (float32, same chunking; :func:`_norm_rules.split`)
+around a shift ``s``, the mean of the first 16 values (:func:`shift_f32`), gives ``sum d`` and ``sum d^2``, with
+which the mean is ``s + sum d / n`` and the variance ``sum d^2 / n - (sum d / n)^2``; when ``s`` lay more than
+sqrt(``SHIFT_FAR``) standard deviations from the mean, a second pass around the mean replaces it.  That is the
+accuracy of a float64 two-pass where it matters (rows far from zero), at a quarter of the instructions of
+widening every element to float64, in one pass over the row for most rows.
 
 Speed comes from the shape of the lane loop: each lane's 8 terms are straight-line code inside a loop over the
 16 lanes, a loop whose iterations are independent, which LLVM's loop vectorizer turns into two 8-wide float32
@@ -35,6 +36,7 @@ from pyopt.kernels._norm_stream import prefetch
 
 LANES = 16
 CHUNK = 128  # csrc/norm_common.h NORM_CHUNK: 8 terms per lane
+SHIFT_FAR = 3.0  # csrc/norm_common.h NORM_SHIFT_FAR: how far (in variances) a shift may lie from the mean
 SUMS = 3     # lane rows of a workspace: the most sums one pass takes (the backward's g, g xc, xc)
 
 _jit = numba.njit(inline="always", **{k: v for k, v in _launch.CPU_OPTIONS.items() if k != "cache"})
@@ -82,39 +84,6 @@ def _dot_term(dy, w, x, j, has_w):
     """Element ``j``'s float32 ``g x``."""
     g = dy[j] * w[j] if has_w else dy[j]
     return g * x[j]
-
-
-@_jit
-def acc_sum(x, acc, part):
-    """``acc[0] += the lanes of sum x``."""
-    n = x.shape[0]
-    s_acc, s_part = acc[0], part[0]
-    i = 0
-    while n - i >= CHUNK:
-        for lane in range(LANES):
-            j = i + lane
-            s = x[j] + x[j + 16]
-            s += x[j + 32]
-            s += x[j + 48]
-            s += x[j + 64]
-            s += x[j + 80]
-            s += x[j + 96]
-            s += x[j + 112]
-            s_acc[lane] += np.float64(s)
-        i += CHUNK
-    groups = (n - i) // LANES
-    if groups > 0:
-        for lane in range(LANES):
-            s_part[lane] = x[i + lane]
-        for g in range(1, groups):
-            k = i + g * LANES
-            for lane in range(LANES):
-                s_part[lane] += x[k + lane]
-        for lane in range(LANES):
-            s_acc[lane] += np.float64(s_part[lane])
-        i += groups * LANES
-    for lane in range(n - i):
-        s_acc[lane] += np.float64(x[i + lane])
 
 
 @_jit
@@ -326,19 +295,48 @@ def acc_dot(dy, w, x, has_w, acc, part):
 # ---------------------------------------------------------------- rows: float32 and float64 variants
 
 @_jit
-def mean_var_f32(x, acc, part, ahead):
-    """A float32 row's mean and biased variance (float64): the chunked sum, then the centred pass's
-    correction (the variance clamped at 0, as C); the centred pass prefetches the row ``ahead``."""
+def shift_f32(x):
+    """C's ``norm_shift_f32``: the mean of a float32 run's first min(n, 16) values, in float32 (scaled before
+    adding, so no overflow near FLT_MAX), the shift of the one-pass centred sums."""
     n = x.shape[0]
-    clear(acc)
-    acc_sum(x, acc, part)
-    m = total(acc[0]) / n
-    mh, ml = _split(m, np.float32(0))
+    s = np.float32(0)
+    if n >= 16:
+        q = np.float32(0.0625)
+        v0, v1, v2, v3 = x[0] * q + x[8] * q, x[1] * q + x[9] * q, x[2] * q + x[10] * q, x[3] * q + x[11] * q
+        v4, v5, v6, v7 = x[4] * q + x[12] * q, x[5] * q + x[13] * q, x[6] * q + x[14] * q, x[7] * q + x[15] * q
+        return ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))
+    for i in range(n):
+        s += x[i] / np.float32(n)
+    return s
+
+
+@_jit
+def centred_stats(shift_sum, sq_sum, n, centre):
+    """(mean, variance, far) from the centred sums around ``centre``: far when the centre lay more than
+    sqrt(SHIFT_FAR) standard deviations from the mean (sum again around the mean then)."""
+    shift = shift_sum / n
+    var = sq_sum / n - shift * shift
+    return centre + shift, var, shift * shift > SHIFT_FAR * var
+
+
+@_jit
+def mean_var_f32(x, acc, part, ahead):
+    """A float32 row's mean and biased variance (float64), as C's ``norm_mean_var``: one centred pass around
+    :func:`shift_f32`, a second around the mean so found only when that shift was far (the variance clamped at
+    0); the centred pass prefetches the row ``ahead``."""
+    mean, var, far = _centred_pass(x, np.float64(shift_f32(x)), acc, part, ahead)
+    if far:  # (straight-line code: a loop with a break here came out wrong inside a parallel driver)
+        mean, var, far = _centred_pass(x, mean, acc, part, ahead)
+    return mean, max(var, 0.0)
+
+
+@_jit
+def _centred_pass(x, centre, acc, part, ahead):
+    """:func:`centred_stats` of one centred pass over ``x`` around ``centre``."""
+    mh, ml = _split(centre, np.float32(0))
     clear(acc)
     acc_centred(x, mh, ml, acc, part, ahead)
-    shift = total(acc[0]) / n
-    var = total(acc[1]) / n - shift * shift
-    return m + shift, max(var, 0.0)
+    return centred_stats(total(acc[0]), total(acc[1]), x.shape[0], centre)
 
 
 @_jit
