@@ -327,6 +327,23 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
     if (stream) norm_stream_fence();
 }
 
+/* float32 channel ch's centred sums around `centre` over its runs, into one set of lanes combined once
+ * (out[0] = sum d, out[1] = sum d^2); `fetch`: prefetch the runs ahead (the channel's first pass) */
+PYOPT_INLINE void SUFFIX(bn_channel_centred_sums)(const bn_chan_ctx *c, int64_t ch, double centre, int fetch,
+                                                  double *out)
+{
+    const int64_t C = c->channels, inner = c->inner, outer = c->outer;
+    const float *x = (const float *)c->x;
+    norm_acc16 D = NORM_ACC16_ZERO, Q = NORM_ACC16_ZERO;
+    for (int64_t o = 0; o < outer; o++) {
+        const float *run = x + (o * C + ch) * inner;
+        if (fetch && o + BN_AHEAD < outer) bn_prefetch_run(run + BN_AHEAD * C * inner, inner * 4);
+        SUFFIX(norm_centred_sums_f32_acc)(run, inner, centre, run, &D, &Q);
+    }
+    out[0] = norm_acc16_total(&D);
+    out[1] = norm_acc16_total(&Q);
+}
+
 /* Forward, channels [begin, end): statistics over the channel's runs (float32: centred sums around the mean of the
  * first run's first 16 values, a second pass only when that shift was far, as LayerNorm's rows; float64: exact
  * two-pass), the running-stat update, then the normalized runs (while the next channel's runs are prefetched). */
@@ -339,23 +356,15 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
     const double n = (double)(outer * inner);
     for (int64_t ch = begin; ch < end; ch++) {
         double mean, var;
-        if (sizeof(T) == sizeof(float)) { /* norm_mean_var's one pass (two when the shift is far) over the
-                                           * channel's runs, summed into one set of lanes combined once */
-            mean = (double)norm_shift_f32((const float *)(x + ch * inner), inner);
-            double shift, v;
-            for (int pass = 0;; pass++) {
-                norm_acc16 D = NORM_ACC16_ZERO, Q = NORM_ACC16_ZERO;
-                for (int64_t o = 0; o < outer; o++) {
-                    const float *run = (const float *)(x + (o * C + ch) * inner);
-                    const float *ahead = (const float *)(x + ((o + BN_AHEAD) * C + ch) * inner);
-                    if (pass == 0 && o + BN_AHEAD < outer) bn_prefetch_run(ahead, inner * 4);
-                    SUFFIX(norm_centred_sums_f32_acc)(run, inner, mean, run, &D, &Q);
-                }
-                shift = norm_acc16_total(&D) / n, v = norm_acc16_total(&Q) / n - shift * shift;
-                if (pass == 1 || !(shift * shift > NORM_SHIFT_FAR * v)) break;
-                mean += shift;
+        if (sizeof(T) == sizeof(float)) { /* norm_mean_var's rule over the channel's runs */
+            double s[2], v;
+            const double shift = (double)norm_shift_f32((const float *)(x + ch * inner), inner);
+            SUFFIX(bn_channel_centred_sums)(c, ch, shift, 1, s);
+            if (norm_centred_stats(s[0], s[1], n, shift, &mean, &v)) {
+                const double centre = mean;
+                SUFFIX(bn_channel_centred_sums)(c, ch, centre, 0, s);
+                norm_centred_stats(s[0], s[1], n, centre, &mean, &v);
             }
-            mean += shift;
             var = v > 0.0 ? v : 0.0;
         } else {
             double sum = 0.0, sq = 0.0;

@@ -118,6 +118,16 @@ PYOPT_INLINE float norm_shift_f32(const float *x, int64_t n)
  * NORM_CHUNK) costs at most ~2e-6 of the variance.  Farther shifts sum again around the mean. */
 #define NORM_SHIFT_FAR 3.0
 
+/* The mean and the biased variance (unclamped) from centred sums s = sum d, q = sum d^2 of n values around
+ * `centre`; returns whether the centre was far (NORM_SHIFT_FAR: sum again around *mean then).  NaN is not far. */
+PYOPT_INLINE int norm_centred_stats(double s, double q, double n, double centre, double *mean, double *var)
+{
+    const double shift = s / n, v = q / n - shift * shift;
+    *mean = centre + shift;
+    *var = v;
+    return shift * shift > NORM_SHIFT_FAR * v;
+}
+
 PYOPT_INLINE double norm_combine_lanes(const double *acc)
 {
     double a[8];

@@ -137,15 +137,14 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq_dev)(const T *restrict x, int64_t n, doub
 PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T *ahead, double *mean, double *var)
 {
     if (sizeof(T) == sizeof(float)) {
-        double m = (double)norm_shift_f32((const float *)x, n), s[2];
-        SUFFIX(norm_centred_sums_f32)((const float *)x, n, m, (const float *)ahead, s);
-        double shift = s[0] / (double)n, v = s[1] / (double)n - shift * shift;
-        if (shift * shift > NORM_SHIFT_FAR * v) { /* a far shift (or a constant row): again around the mean */
-            m += shift;
-            SUFFIX(norm_centred_sums_f32)((const float *)x, n, m, (const float *)ahead, s);
-            shift = s[0] / (double)n, v = s[1] / (double)n - shift * shift;
+        double s[2], v;
+        const double shift = (double)norm_shift_f32((const float *)x, n);
+        SUFFIX(norm_centred_sums_f32)((const float *)x, n, shift, (const float *)ahead, s);
+        if (norm_centred_stats(s[0], s[1], (double)n, shift, mean, &v)) { /* far (or a constant row) */
+            const double centre = *mean;
+            SUFFIX(norm_centred_sums_f32)((const float *)x, n, centre, (const float *)ahead, s);
+            norm_centred_stats(s[0], s[1], (double)n, centre, mean, &v);
         }
-        *mean = m + shift;
         *var = v > 0.0 ? v : 0.0;
         return;
     }
