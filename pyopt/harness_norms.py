@@ -154,8 +154,10 @@ def _torch_autograd_passes(op, bufs):
 def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats=7):
     """{pass: {contender: Timing}}, notes for one norm op at one shape; contenders interleaved per pass."""
     shape = shape_of(shape_text)
-    nbytes = norm_bytes(op, shape, 4, "both")
-    n_sets = harness.buffer_sets(nbytes, cache_resident=False)
+    # Rotation sized by the lightest pass (the forward: x read, y written), not by forward+backward: each pass is
+    # timed on its own, and a 12-25 MiB x that one set's forward re-reads would sit in the 32 MiB L3 (more so
+    # beside streamed outputs, which bypass it), timing the cache instead of memory.
+    n_sets = harness.buffer_sets(norm_bytes(op, shape, 4, "forward"), cache_resident=False)
     rng = np.random.default_rng(0)
     per_contender = {}
     for b in backends:

@@ -78,3 +78,18 @@ def test_bad_arguments_are_refused(capsys):
     assert cli.main(["bench", "--ops", "nonesuch"]) == 2
     with pytest.raises(SystemExit):
         cli.main(["bench", "--compare"])
+
+
+def test_interleaved_settles_on_the_next_repeats_buffers_then_times_its_own():
+    # the untimed settle calls (fast calls here: many of them) must not touch the buffer set the timed call then
+    # reads, or a rotating case is timed from the cache: per contender, runs of r + 1, then one call of r
+    calls = []
+    timings = harness.interleaved({"a": lambda r: calls.append(("a", r)), "b": lambda r: calls.append(("b", r))},
+                                  repeats=3, warmup=1)
+    for name in ("a", "b"):
+        mine = [r for n, r in calls if n == name]
+        collapsed = [r for i, r in enumerate(mine) if i == 0 or mine[i - 1] != r]
+        assert collapsed == [1, 0, 2, 1, 3, 2, 4, 3]
+        assert mine.count(0) == 1 and mine.count(1) > 2  # round 0's timed call once; round 0 settled on set 1
+        assert len(timings[name].samples) == 3
+    assert [n for i, (n, _) in enumerate(calls) if i == 0 or calls[i - 1][0] != n] == ["a", "b"] * 4
