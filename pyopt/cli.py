@@ -101,9 +101,10 @@ def bench(args):
     for op, shape, results, probe, triad in norm_measured:
         rows += _norm_rows(op, shape, results, probe, triad, pyopt_backends[0])
     table = Table(title="optimizer steps: median of interleaved repeats; GB/s from the minimum bytes; % of the "
-                        "read-4/write-3 probe at the same size; speedup = contender time / pyopt time")
+                        "read-4/write-3 probe at the same size; faults/call: median minor page faults during a timed "
+                        "call; speedup = contender time / pyopt time")
     for col in ("op", "case", "contender", "ms", "p20-p80 ms", "GB/s", "% probe", "% triad", "us/tensor",
-                "pyopt speedup"):
+                "faults/call", "pyopt speedup"):
         table.add_column(col, justify="left" if col in ("op", "case", "contender") else "right")
     for r in rows:
         speedup = "" if r["pyopt_speedup"] is None or r["contender"].startswith("pyopt") else \
@@ -111,7 +112,7 @@ def bench(args):
         table.add_row(r["op"], r["case"], r["contender"], f"{1e3 * r['median_s']:.3f}",
                       f"{1e3 * r['p20_s']:.3f}-{1e3 * r['p80_s']:.3f}", f"{r['gb_s']:.1f}", f"{r['pct_probe']:.0f}%",
                       f"{r['pct_triad']:.0f}%" if r.get("pct_triad") is not None else "",
-                      f"{r['us_per_tensor']:.2f}" if r["tensors"] > 1 else "", speedup)
+                      f"{r['us_per_tensor']:.2f}" if r["tensors"] > 1 else "", f"{r['faults_per_call']:.0f}", speedup)
     console.print(table)
     for note in notes:
         console.print(f"note: {note}")
@@ -138,7 +139,7 @@ def _rows(op, case, timings, probe_seconds, first_backend):
         rows.append(dict(op=op, case=case.name, tensors=len(case.sizes), numel=case.numel, contender=name,
                          median_s=t.median, p20_s=t.p20, p80_s=t.p80, bytes=nbytes, gb_s=gbs,
                          pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs,
-                         us_per_tensor=1e6 * t.median / len(case.sizes),
+                         us_per_tensor=1e6 * t.median / len(case.sizes), faults_per_call=t.faults,
                          pyopt_speedup=t.median / base.median if base else None))
     return rows
 
@@ -157,7 +158,7 @@ def _norm_rows(op, shape_text, results, probe, triad, first_backend):
             rows.append(dict(op=op, case=f"{shape_text} {which}", tensors=1, numel=numel, contender=name,
                              median_s=t.median, p20_s=t.p20, p80_s=t.p80, bytes=nbytes, gb_s=gbs,
                              pct_probe=100 * gbs / probe_gbs, probe_gb_s=probe_gbs, pct_triad=100 * gbs / triad_gbs,
-                             triad_gb_s=triad_gbs, us_per_tensor=1e6 * t.median,
+                             triad_gb_s=triad_gbs, us_per_tensor=1e6 * t.median, faults_per_call=t.faults,
                              pyopt_speedup=t.median / base.median if base else None))
     return rows
 

@@ -7,7 +7,7 @@ import pytest
 from pyopt import cli, harness
 
 FIELDS = {"op", "case", "tensors", "numel", "contender", "median_s", "p20_s", "p80_s", "bytes", "gb_s", "pct_probe",
-          "probe_gb_s", "us_per_tensor", "pyopt_speedup"}
+          "probe_gb_s", "us_per_tensor", "faults_per_call", "pyopt_speedup"}
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,10 @@ def test_interleaved_settles_on_the_next_repeats_buffers_then_times_its_own():
         assert mine.count(0) == 1 and mine.count(1) > 2  # round 0's timed call once; round 0 settled on set 1
         assert len(timings[name].samples) == 3
     assert [n for i, (n, _) in enumerate(calls) if i == 0 or calls[i - 1][0] != n] == ["a", "b"] * 4
+
+
+def test_interleaved_counts_the_page_faults_of_a_call_that_maps_fresh_memory():
+    # 64 MiB is past glibc's largest mmap threshold: every call maps (and faults in) new pages
+    timings = harness.interleaved({"fresh": lambda r: np.ones(1 << 24, np.float32), "none": lambda r: None},
+                                  repeats=3)
+    assert timings["fresh"].faults >= 32 and timings["none"].faults == 0
