@@ -98,32 +98,25 @@ def interleaved(contenders, repeats, warmup=1, settle=True):
 
 
 # ---- the bandwidth probe ----
+def _probe(kernel, values, numel, bytes_per_elem, repeats, cache_resident):
+    """Timing of ``kernel(*arrays, 0.5, numel)`` over float32 arrays filled with ``values``, rotating over buffer
+    sets as the cases of the same size do (buffer_sets)."""
+    sets = [[np.full(numel, v, np.float32) for v in values]
+            for _ in range(buffer_sets(bytes_per_elem * numel, cache_resident=cache_resident))]
+    ptrs = [[_c.ffi.from_buffer("float[]", a) for a in s] for s in sets]
+    return interleaved({"probe": lambda r: kernel(*ptrs[r % len(ptrs)], 0.5, numel)}, repeats)["probe"]
+
+
 def probe_rw43(numel, repeats=7, *, cache_resident):
     """Seconds (Timing) of the in-place read-4/write-3 stream over ``numel`` float32: 28 bytes/elem."""
-    sets = [[np.full(numel, v, np.float32) for v in (1.0, 0.5, 0.25, 0.125)]
-            for _ in range(buffer_sets(28 * numel, cache_resident=cache_resident))]
-    ptrs = [[_c.ffi.from_buffer("float[]", a) for a in s] for s in sets]
-
-    def run(r):
-        p, g, m, v = ptrs[r % len(ptrs)]
-        _c.lib.pyopt_probe_rw43_f32(p, g, m, v, 0.5, numel)
-
-    return interleaved({"probe": run}, repeats)["probe"]
+    return _probe(_c.lib.pyopt_probe_rw43_f32, (1.0, 0.5, 0.25, 0.125), numel, 28, repeats, cache_resident)
 
 
 def probe_triad(numel, repeats=7):
     """Seconds (Timing) of the STREAM triad a = b + s*c over ``numel`` float32 (12 bytes/elem), rotating over
     buffer sets as the out-of-cache cases do: a triad whose 12 * numel bytes partly fit in the L3 would be a
     cache figure, not the DRAM roofline the norms (which rotate too) are held to."""
-    sets = [[np.full(numel, v, np.float32) for v in (0.0, 1.0, 2.0)]
-            for _ in range(buffer_sets(12 * numel, cache_resident=False))]
-    ptrs = [[_c.ffi.from_buffer("float[]", x) for x in s] for s in sets]
-
-    def run(r):
-        pa, pb, pc = ptrs[r % len(ptrs)]
-        _c.lib.pyopt_probe_triad_f32(pa, pb, pc, 0.5, numel)
-
-    return interleaved({"triad": run}, repeats)["triad"]
+    return _probe(_c.lib.pyopt_probe_triad_f32, (0.0, 1.0, 2.0), numel, 12, repeats, False)
 
 
 # ---- cases ----
