@@ -146,6 +146,17 @@ host_cast = _cast_intrinsic(intrinsic)
 
 # ---------------------------------------------------------------- CPU
 
+def _check_cacheable(py_func):
+    """Refuses a driver closure whose cells are not plain constants (or the loop function).  numba's on-disk
+    cache keys a closure by the pickle of its cells; a cell holding a jitted function pickles differently in
+    every process, so such a driver would compile afresh (seconds per kernel) in every new process."""
+    for name, cell in zip(py_func.__code__.co_freevars, py_func.__closure__ or ()):
+        value = cell.cell_contents
+        if not (value is range or value is numba.prange or isinstance(value, (bool, int, float, str))):
+            raise TypeError(f"{py_func.__qualname__} closes over {name} ({type(value).__name__}): only constants "
+                            "keep numba's on-disk cache key the same from one process to the next")
+
+
 class CpuDrivers:
     """Compiled CPU drivers of one family, by mode flags and serial/parallel.
 
@@ -164,6 +175,7 @@ class CpuDrivers:
         fn = self.compiled.get(key)
         if fn is None:
             py_func = self.make(numba.prange if parallel else range, SOURCE_STAMP, *flags)
+            _check_cacheable(py_func)
             fn = self.compiled[key] = numba.njit(parallel=parallel, **CPU_OPTIONS)(py_func)
         return fn
 

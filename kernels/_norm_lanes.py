@@ -23,7 +23,10 @@ Each ``acc_*`` function adds into float64 lane rows of ``acc`` (``[k][16]``, one
 so BatchNorm sums a channel's runs into one set of lanes and combines them once; the ``*_f32`` row functions
 start from zero.  Work arrays come from :func:`workspace`, one per block of rows or channels (an allocation per
 row would cost more than a row's sums).  The ``*_f64`` functions are the float64 rows' exact float64 maths
-(:mod:`_norm_rules`'s ``lanes_*``) with the same signatures, so a driver picks one set by dtype at build time.
+(:mod:`_norm_rules`'s ``lanes_*``) with the same signatures; a driver picks one by an ``if f32:`` on a constant
+of its closure, which numba prunes, and never by closing over the chosen function: a dispatcher pickles
+differently in every process, and the closure's pickle is part of numba's on-disk cache key
+(:class:`pyopt.kernels._launch.CpuDrivers` refuses such closures).
 The passes that a streaming call's rows begin with take an ``ahead`` row and prefetch it a chunk at a time
 (:func:`pyopt.kernels._norm_stream.prefetch`; the row itself where there is nothing to fetch).
 """
@@ -391,9 +394,3 @@ def dot_f64(dy, w, x, has_w, acc, part):
     """``sum g x`` of a float64 row."""
     return _dot64(dy, w, x, has_w)
 
-
-def row_sums(f32):
-    """The row functions for float32 (``f32``) or float64 rows: ``(mean_var, sum_sq, grad_sums, dot)``."""
-    if f32:
-        return mean_var_f32, sum_sq_f32, grad_sums_f32, dot_f32
-    return mean_var_f64, sum_sq_f64, grad_sums_f64, dot_f64

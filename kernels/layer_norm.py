@@ -51,8 +51,6 @@ def _flat(a):
 # ---------------------------------------------------------------- CPU
 
 def _make_forward_cpu(loop, stamp, f32, has_w, has_b):
-    mean_var, _, _, _ = lanes.row_sums(f32)
-
     def layer_norm_cpu(x, w, b, y, mean, rstd, eps, proto, stream):
         _ = stamp  # part of the cache key: see _launch.SOURCE_STAMP
         rows, n = x.shape
@@ -61,7 +59,11 @@ def _make_forward_cpu(loop, stamp, f32, has_w, has_b):
             line = np.empty(n if stream else 0, y.dtype)
             for r in range(blk * BLOCK_ROWS, min((blk + 1) * BLOCK_ROWS, rows)):
                 xr, yr = x[r], line if stream else y[r]
-                m, var = mean_var(xr, acc, part, x[r + 1] if stream and r + 1 < rows else xr)
+                ahead = x[r + 1] if stream and r + 1 < rows else xr
+                if f32:  # a constant of the closure: numba keeps one branch (see _norm_lanes)
+                    m, var = lanes.mean_var_f32(xr, acc, part, ahead)
+                else:
+                    m, var = lanes.mean_var_f64(xr, acc, part, ahead)
                 rs = _cast(_rstd(var, eps), proto)
                 mh, ml = _split(m, proto)
                 for j in range(n):
@@ -77,8 +79,6 @@ def _make_forward_cpu(loop, stamp, f32, has_w, has_b):
 
 
 def _make_backward_cpu(loop, stamp, f32, has_w):
-    _, _, grad_sums, _ = lanes.row_sums(f32)
-
     def layer_norm_backward_cpu(dy, x, w, mean, rstd, dx, dweight, dbias, partial, per, stream):
         _ = stamp
         rows, n = x.shape
@@ -94,7 +94,10 @@ def _make_backward_cpu(loop, stamp, f32, has_w):
             r1 = min(r0 + per, rows)
             for r in range(r0, r1):
                 dyr, xr, dxr = dy[r], x[r], line if stream else dx[r]
-                s_g, s_gx, s_x = grad_sums(dyr, w, xr, np.float64(mean[r]), has_w, acc, part)
+                if f32:
+                    s_g, s_gx, s_x = lanes.grad_sums_f32(dyr, w, xr, np.float64(mean[r]), has_w, acc, part)
+                else:
+                    s_g, s_gx, s_x = lanes.grad_sums_f64(dyr, w, xr, np.float64(mean[r]), has_w, acc, part)
                 mh, ml, mean_g, mean_gxhat = _coef(s_g, s_gx, s_x, mean[r], rstd[r], n)
                 rs = rstd[r]
                 if f32:

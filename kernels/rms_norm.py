@@ -37,8 +37,6 @@ def _flat(a):
 # ---------------------------------------------------------------- CPU
 
 def _make_forward_cpu(loop, stamp, f32, has_w):
-    _, sum_sq, _, _ = lanes.row_sums(f32)
-
     def rms_norm_cpu(x, w, y, rstd, eps, proto, stream):
         _ = stamp  # part of the cache key: see _launch.SOURCE_STAMP
         rows, n = x.shape
@@ -47,7 +45,12 @@ def _make_forward_cpu(loop, stamp, f32, has_w):
             line = np.empty(n if stream else 0, y.dtype)
             for r in range(blk * BLOCK_ROWS, min((blk + 1) * BLOCK_ROWS, rows)):
                 xr, yr = x[r], line if stream else y[r]
-                rs = _cast(_rstd(sum_sq(xr, acc, part, x[r + 1] if stream and r + 1 < rows else xr) / n, eps), proto)
+                ahead = x[r + 1] if stream and r + 1 < rows else xr
+                if f32:  # a constant of the closure: numba keeps one branch (see _norm_lanes)
+                    sq = lanes.sum_sq_f32(xr, acc, part, ahead)
+                else:
+                    sq = lanes.sum_sq_f64(xr, acc, part, ahead)
+                rs = _cast(_rstd(sq / n, eps), proto)
                 for j in range(n):
                     _apply(xr, w, yr, j, rs, has_w)
                 if stream:
@@ -60,8 +63,6 @@ def _make_forward_cpu(loop, stamp, f32, has_w):
 
 
 def _make_backward_cpu(loop, stamp, f32, has_w):
-    _, _, _, dot = lanes.row_sums(f32)
-
     def rms_norm_backward_cpu(dy, x, w, rstd, dx, dweight, partial, per, stream):
         _ = stamp
         rows, n = x.shape
@@ -77,7 +78,11 @@ def _make_backward_cpu(loop, stamp, f32, has_w):
             for r in range(r0, r1):
                 dyr, xr, dxr = dy[r], x[r], line if stream else dx[r]
                 rs = rstd[r]
-                mean_gxhat = _coef(dot(dyr, w, xr, has_w, acc, part), rs, n)
+                if f32:
+                    s_gx = lanes.dot_f32(dyr, w, xr, has_w, acc, part)
+                else:
+                    s_gx = lanes.dot_f64(dyr, w, xr, has_w, acc, part)
+                mean_gxhat = _coef(s_gx, rs, n)
                 if f32:
                     for j in range(n):
                         cw[j] += _backward_apply(dyr, xr, w, dxr, j, rs, mean_gxhat, has_w)

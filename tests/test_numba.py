@@ -387,6 +387,33 @@ def test_norms_give_the_same_bits_for_1_and_2_threads_and_run_after_run(dtype, r
             assert_bitwise(a, e, f"output {k}")
 
 
+def test_cpu_drivers_refuse_a_closure_that_would_miss_the_disk_cache():
+    """numba keys a cached closure by the pickle of its cells; a jitted function in a cell pickles differently in
+    every process, so each new process would recompile (13-15 s for one LayerNorm driver before this check)."""
+    import numba
+
+    helper = numba.njit(lambda v: v + 1)
+
+    def closes_over_a_dispatcher(loop, stamp, flag):
+        def driver(a):
+            for k in loop(a.shape[0]):
+                a[k] = helper(a[k]) if flag else a[k]
+        return driver
+
+    def closes_over_constants(loop, stamp, flag):
+        def driver(a):
+            _ = stamp
+            for k in loop(a.shape[0]):
+                a[k] = a[k] + 1.0 if flag else a[k]
+        return driver
+
+    with pytest.raises(TypeError, match="helper"):
+        _launch.CpuDrivers(closes_over_a_dispatcher).get((True,), 1)
+    a = np.zeros(3)
+    _launch.CpuDrivers(closes_over_constants).get((True,), 3)(a)
+    assert a.tolist() == [1.0, 1.0, 1.0]
+
+
 def test_norms_do_not_recompile_on_the_second_call(rng):
     """A second call with new arrays of the same dtypes and flags reuses every compiled norm driver: no new
     dispatcher, no new signature."""
