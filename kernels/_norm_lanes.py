@@ -4,7 +4,9 @@ A float32 run of ``n`` elements is summed by chunks of ``CHUNK`` = 128 elements 
 (element ``i`` of a chunk goes to lane ``i mod 16``): each lane's float32 sum of its 8 terms in index order is
 added into that lane's float64 accumulator.  A last partial chunk sums its whole groups of 16 the same way (fewer
 terms per lane), and the ``n mod 16`` elements after it go to float64 lanes 0, 1, ... directly.  The 16 float64
-lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone.
+lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone.  The tail
+is where C now differs: for ``n >= 16`` it takes the last 16 values as one masked float32 vector (value
+``n - 16 + k`` to lane ``k``), so C and numba norms agree within the tolerance table, not bit for bit.
 
 A chunk's rounding is that of a float32 sum of at most 8 terms (about 5e-7 of their size), so statistics are
 centred as in C: a pass over ``d = (x - s_hi) - s_lo`` (float32, same chunking; :func:`_norm_rules.split`)
