@@ -3,10 +3,12 @@
 A float32 run of ``n`` elements is summed by chunks of ``CHUNK`` = 128 elements over ``LANES`` = 16 lanes
 (element ``i`` of a chunk goes to lane ``i mod 16``): each lane's float32 sum of its 8 terms in index order is
 added into that lane's float64 accumulator.  A last partial chunk sums its whole groups of 16 the same way (fewer
-terms per lane), and the ``n mod 16`` elements after it go to float64 lanes 0, 1, ... directly.  The 16 float64
-lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone.  The tail
-is where C now differs: for ``n >= 16`` it takes the last 16 values as one masked float32 vector (value
-``n - 16 + k`` to lane ``k``), so C and numba norms agree within the tolerance table, not bit for bit.
+terms per lane).  The ``n mod 16`` values after it: for ``n >= 16`` the last 16 values as one float32 group with
+those already summed cleared (value ``n - 16 + k`` to lane ``k``: C's masked tail, centred and gradient sums),
+otherwise (and for the sums of squares and ``g x``, as C) each widened to float64 into lanes 0, 1, ...  The 16
+float64 lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone,
+and it is C's: the float32 LayerNorm and RMSNorm forwards and dx give C's bits (dweight and dbias do not: C adds
+two rows' terms at a time), and every norm agrees with C within the tolerance table.
 
 A chunk's rounding is that of a float32 sum of at most 8 terms (about 5e-7 of their size), so statistics are
 centred as in C: a pass over ``d = (x - s_hi) - s_lo`` (float32, same chunking; :func:`_norm_rules.split`)
@@ -17,9 +19,9 @@ accuracy of a float64 two-pass where it matters (rows far from zero), at a quart
 widening every element to float64, in one pass over the row for most rows.
 
 Speed comes from the shape of the lane loop: each lane's 8 terms are straight-line code inside a loop over the
-16 lanes, a loop whose iterations are independent, which LLVM's loop vectorizer turns into two 8-wide float32
-vectors without reassociating anything (no ``fastmath``); a loop over a row with 16 scalar accumulators stays
-scalar.  The partial chunk adds its groups into a float32 work row ``part`` (16 per sum) instead.
+16 lanes, whose iterations are independent, which LLVM's SLP vectorizer turns into two 8-wide float32 vectors
+without reassociating anything (no ``fastmath``); a loop over a row with 16 scalar accumulators stays scalar.
+The comment above :func:`_offset` says how a partial chunk keeps that shape.
 
 Each ``acc_*`` function adds into float64 lane rows of ``acc`` (``[k][16]``, one per sum) and leaves them there,
 so BatchNorm sums a channel's runs into one set of lanes and combines them once; the ``*_f32`` row functions
@@ -76,6 +78,52 @@ def total(lanes):
 
 
 # ---------------------------------------------------------------- float32 accumulations
+#
+# A chunk is one pass of a ``*_lanes`` function: a loop over the 16 lanes whose body is the lane's 8 terms as
+# straight-line code, term t (0..7) read from group t of the chunk.  A partial chunk of ``groups`` < 8 groups (a
+# row's last) runs the same body: its terms past the last group read that group again (:func:`_offset`) and are
+# cleared (:func:`_kept`), so they add +0 and its sums are those of its groups alone; a whole chunk passes the
+# constant 8, which folds the offsets and the selects away.  The lane sums go to a float32 work row and a second
+# lane loop adds them into the float64 lanes: added straight into the float64 lanes, the body is vectorized by
+# LLVM's SLP vectorizer at the width of four doubles (its float32 ops on half-empty xmm registers); stored as
+# float32 it is 8-wide ymm code, as C's.  A partial chunk written as a loop over its groups adding into the work
+# row is not vectorized at all: BatchNorm's centred pass over the channels of a 64x256x196 float32 batch (2
+# threads) took 2.0 ms that way and takes 1.7 ms this way.  A term's index must be known not to be negative
+# (numba wraps negative indices; without that the loads are gathered one by one), hence the ``max`` in
+# :func:`_offset` and the whole chunks' loop of constant steps.
+
+@_jit
+def _offset(t, groups):
+    """Where term ``t`` (1..7) of a lane reads in a chunk of ``groups`` groups of 16: its group, or for a term
+    past the last group the last group again (its value is then cleared: ``t >= groups``)."""
+    return LANES * min(t, max(groups - 1, 0))  # max: LLVM then knows the index is not negative
+
+
+@_jit
+def _flush(acc_row, part_row):
+    """``acc_row[lane] += part_row[lane]`` widened to float64, for the 16 lanes."""
+    for lane in range(LANES):
+        acc_row[lane] += np.float64(part_row[lane])
+
+
+@_jit
+def _kept(v, keep):
+    """``v``, or float32 zero where it is not kept: a select on a value loaded either way (a load under the
+    condition would keep the chunk's body from vectorizing)."""
+    return v if keep else np.float32(0)
+
+
+@_jit
+def _kept2(pair, keep):
+    """:func:`_kept` of both values of a pair."""
+    return _kept(pair[0], keep), _kept(pair[1], keep)
+
+
+@_jit
+def _tail_keep(lane, rest):
+    """Whether lane ``lane`` of the last 16 values of a row is one of its ``rest`` values not yet summed."""
+    return lane >= LANES - rest
+
 
 @_jit
 def _grad_terms(dy, w, x, j, mh, ml, has_w):
@@ -92,62 +140,100 @@ def _dot_term(dy, w, x, j, has_w):
 
 
 @_jit
+def _centred_lanes(x, i, mh, ml, groups, s_part, q_part):
+    """One chunk of :func:`acc_centred` from element ``i``: ``s_part``, ``q_part`` = the lanes' float32 sums of
+    ``d``, ``d^2``."""
+    o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
+    o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
+    for lane in range(LANES):
+        j = i + lane
+        d = (x[j] - mh) - ml
+        s, q = d, d * d
+        d = _kept((x[j + o1] - mh) - ml, groups > 1)
+        s, q = s + d, q + d * d
+        d = _kept((x[j + o2] - mh) - ml, groups > 2)
+        s, q = s + d, q + d * d
+        d = _kept((x[j + o3] - mh) - ml, groups > 3)
+        s, q = s + d, q + d * d
+        d = _kept((x[j + o4] - mh) - ml, groups > 4)
+        s, q = s + d, q + d * d
+        d = _kept((x[j + o5] - mh) - ml, groups > 5)
+        s, q = s + d, q + d * d
+        d = _kept((x[j + o6] - mh) - ml, groups > 6)
+        s, q = s + d, q + d * d
+        d = _kept((x[j + o7] - mh) - ml, groups > 7)
+        s_part[lane], q_part[lane] = s + d, q + d * d
+
+
+@_jit
 def acc_centred(x, mh, ml, acc, part, ahead):
     """``acc[0] +=`` the lanes of ``sum d``, ``acc[1] +=`` those of ``sum d^2``, ``d = (x - mh) - ml`` in
-    float32 (the tail's ``d`` widened after the float32 subtraction, as C).  Each chunk prefetches the same span
-    of ``ahead`` (the row read next; C's ``norm_centred_sums_f32_acc``), so its reads overlap this pass."""
+    float32: whole chunks, then the partial chunk, then (C's masked tail) the last 16 values with those already
+    summed cleared, or for a row under 16 values each value widened to float64 into lane 0, 1, ...  Each group
+    of 16 prefetches the same span of ``ahead`` (the row read next; C's ``norm_centred_sums_f32_acc``), so its
+    reads overlap this pass."""
     n = x.shape[0]
     s_acc, q_acc, s_part, q_part = acc[0], acc[1], part[0], part[1]
     i = 0
     while n - i >= CHUNK:
         for k in range(0, CHUNK, LANES):
             prefetch(ahead, i + k)
-        for lane in range(LANES):
-            j = i + lane
-            d = (x[j] - mh) - ml
-            s, q = d, d * d
-            d = (x[j + 16] - mh) - ml
-            s, q = s + d, q + d * d
-            d = (x[j + 32] - mh) - ml
-            s, q = s + d, q + d * d
-            d = (x[j + 48] - mh) - ml
-            s, q = s + d, q + d * d
-            d = (x[j + 64] - mh) - ml
-            s, q = s + d, q + d * d
-            d = (x[j + 80] - mh) - ml
-            s, q = s + d, q + d * d
-            d = (x[j + 96] - mh) - ml
-            s, q = s + d, q + d * d
-            d = (x[j + 112] - mh) - ml
-            s, q = s + d, q + d * d
-            s_acc[lane] += np.float64(s)
-            q_acc[lane] += np.float64(q)
+        _centred_lanes(x, i, mh, ml, CHUNK // LANES, s_part, q_part)  # 8: folds offsets, selects
+        _flush(s_acc, s_part)
+        _flush(q_acc, q_part)
         i += CHUNK
     groups = (n - i) // LANES
     if groups > 0:
-        for lane in range(LANES):
-            d = (x[i + lane] - mh) - ml
-            s_part[lane] = d
-            q_part[lane] = d * d
-        for g in range(1, groups):
-            k = i + g * LANES
-            for lane in range(LANES):
-                d = (x[k + lane] - mh) - ml
-                s_part[lane] += d
-                q_part[lane] += d * d
-        for lane in range(LANES):
-            s_acc[lane] += np.float64(s_part[lane])
-            q_acc[lane] += np.float64(q_part[lane])
+        for k in range(0, groups * LANES, LANES):
+            prefetch(ahead, i + k)
+        _centred_lanes(x, i, mh, ml, groups, s_part, q_part)
+        _flush(s_acc, s_part)
+        _flush(q_acc, q_part)
         i += groups * LANES
-    for lane in range(n - i):
-        d = np.float64((x[i + lane] - mh) - ml)
-        s_acc[lane] += d
-        q_acc[lane] += d * d
+    rest = n - i
+    if rest > 0 and n >= LANES:
+        t = n - LANES
+        for lane in range(LANES):
+            d = _kept((x[t + lane] - mh) - ml, _tail_keep(lane, rest))
+            s_part[lane], q_part[lane] = d, d * d
+        _flush(s_acc, s_part)
+        _flush(q_acc, q_part)
+    elif rest > 0:
+        for lane in range(rest):
+            d = np.float64((x[lane] - mh) - ml)
+            s_acc[lane] += d
+            q_acc[lane] += d * d
+
+
+@_jit
+def _sum_sq_lanes(x, i, groups, s_part):
+    """One chunk of :func:`acc_sum_sq` from element ``i``: ``s_part`` = the lanes' float32 sums of ``x^2``."""
+    o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
+    o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
+    for lane in range(LANES):
+        j = i + lane
+        v = x[j]
+        s = v * v
+        v = _kept(x[j + o1], groups > 1)
+        s += v * v
+        v = _kept(x[j + o2], groups > 2)
+        s += v * v
+        v = _kept(x[j + o3], groups > 3)
+        s += v * v
+        v = _kept(x[j + o4], groups > 4)
+        s += v * v
+        v = _kept(x[j + o5], groups > 5)
+        s += v * v
+        v = _kept(x[j + o6], groups > 6)
+        s += v * v
+        v = _kept(x[j + o7], groups > 7)
+        s_part[lane] = s + v * v
 
 
 @_jit
 def acc_sum_sq(x, acc, part, ahead):
-    """``acc[0] +=`` the lanes of ``sum x^2`` (the tail squared in float64, as C), prefetching ``ahead`` as
+    """``acc[0] +=`` the lanes of ``sum x^2`` by chunks as :func:`acc_centred`, the last ``n mod 16`` values
+    squared in float64 into lanes 0, 1, ... (C's ``norm_sum_sq_f32``), prefetching ``ahead`` as
     :func:`acc_centred` does."""
     n = x.shape[0]
     s_acc, s_part = acc[0], part[0]
@@ -155,38 +241,15 @@ def acc_sum_sq(x, acc, part, ahead):
     while n - i >= CHUNK:
         for k in range(0, CHUNK, LANES):
             prefetch(ahead, i + k)
-        for lane in range(LANES):
-            j = i + lane
-            v = x[j]
-            s = v * v
-            v = x[j + 16]
-            s += v * v
-            v = x[j + 32]
-            s += v * v
-            v = x[j + 48]
-            s += v * v
-            v = x[j + 64]
-            s += v * v
-            v = x[j + 80]
-            s += v * v
-            v = x[j + 96]
-            s += v * v
-            v = x[j + 112]
-            s += v * v
-            s_acc[lane] += np.float64(s)
+        _sum_sq_lanes(x, i, CHUNK // LANES, s_part)  # 8: folds offsets, selects
+        _flush(s_acc, s_part)
         i += CHUNK
     groups = (n - i) // LANES
     if groups > 0:
-        for lane in range(LANES):
-            v = x[i + lane]
-            s_part[lane] = v * v
-        for g in range(1, groups):
-            k = i + g * LANES
-            for lane in range(LANES):
-                v = x[k + lane]
-                s_part[lane] += v * v
-        for lane in range(LANES):
-            s_acc[lane] += np.float64(s_part[lane])
+        for k in range(0, groups * LANES, LANES):
+            prefetch(ahead, i + k)
+        _sum_sq_lanes(x, i, groups, s_part)
+        _flush(s_acc, s_part)
         i += groups * LANES
     for lane in range(n - i):
         v = np.float64(x[i + lane])
@@ -194,102 +257,102 @@ def acc_sum_sq(x, acc, part, ahead):
 
 
 @_jit
+def _grad_lanes(dy, w, x, i, mh, ml, has_w, groups, g_part, p_part, c_part):
+    """One chunk of :func:`acc_grad` from element ``i``: the lanes' float32 sums of ``g``, ``g xc``, ``xc``."""
+    o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
+    o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
+    for lane in range(LANES):
+        j = i + lane
+        g, xc = _grad_terms(dy, w, x, j, mh, ml, has_w)
+        sg, sp, sc = g, g * xc, xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o1, mh, ml, has_w), groups > 1)
+        sg, sp, sc = sg + g, sp + g * xc, sc + xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o2, mh, ml, has_w), groups > 2)
+        sg, sp, sc = sg + g, sp + g * xc, sc + xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o3, mh, ml, has_w), groups > 3)
+        sg, sp, sc = sg + g, sp + g * xc, sc + xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o4, mh, ml, has_w), groups > 4)
+        sg, sp, sc = sg + g, sp + g * xc, sc + xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o5, mh, ml, has_w), groups > 5)
+        sg, sp, sc = sg + g, sp + g * xc, sc + xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o6, mh, ml, has_w), groups > 6)
+        sg, sp, sc = sg + g, sp + g * xc, sc + xc
+        g, xc = _kept2(_grad_terms(dy, w, x, j + o7, mh, ml, has_w), groups > 7)
+        g_part[lane], p_part[lane], c_part[lane] = sg + g, sp + g * xc, sc + xc
+
+
+@_jit
 def acc_grad(dy, w, x, mh, ml, has_w, acc, part):
     """``acc[0..2] +=`` the lanes of ``sum g``, ``sum g xc``, ``sum xc`` with ``g = dy w`` (``dy`` without a
-    weight) and ``xc = (x - mh) - ml``, float32 inside a chunk; the tail in float64 with ``xc = x - (mh + ml)``
-    (C's ``norm_grad_sums_f32_acc``)."""
+    weight) and ``xc = (x - mh) - ml``, float32 inside a chunk, the tail masked as in :func:`acc_centred` (a
+    row under 16 values in float64 with ``xc = x - (mh + ml)``; C's ``norm_grad_sums_f32_acc``)."""
     n = x.shape[0]
     g_acc, p_acc, c_acc, g_part, p_part, c_part = acc[0], acc[1], acc[2], part[0], part[1], part[2]
     i = 0
     while n - i >= CHUNK:
-        for lane in range(LANES):
-            j = i + lane
-            g, xc = _grad_terms(dy, w, x, j, mh, ml, has_w)
-            sg, sp, sc = g, g * xc, xc
-            g, xc = _grad_terms(dy, w, x, j + 16, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g, xc = _grad_terms(dy, w, x, j + 32, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g, xc = _grad_terms(dy, w, x, j + 48, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g, xc = _grad_terms(dy, w, x, j + 64, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g, xc = _grad_terms(dy, w, x, j + 80, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g, xc = _grad_terms(dy, w, x, j + 96, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g, xc = _grad_terms(dy, w, x, j + 112, mh, ml, has_w)
-            sg, sp, sc = sg + g, sp + g * xc, sc + xc
-            g_acc[lane] += np.float64(sg)
-            p_acc[lane] += np.float64(sp)
-            c_acc[lane] += np.float64(sc)
+        _grad_lanes(dy, w, x, i, mh, ml, has_w, CHUNK // LANES, g_part, p_part, c_part)  # 8: folds offsets, selects
+        _flush(g_acc, g_part)
+        _flush(p_acc, p_part)
+        _flush(c_acc, c_part)
         i += CHUNK
     groups = (n - i) // LANES
     if groups > 0:
-        for lane in range(LANES):
-            j = i + lane
-            g = dy[j] * w[j] if has_w else dy[j]
-            xc = (x[j] - mh) - ml
-            g_part[lane] = g
-            p_part[lane] = g * xc
-            c_part[lane] = xc
-        for t in range(1, groups):
-            k0 = i + t * LANES
-            for lane in range(LANES):
-                k = k0 + lane
-                g = dy[k] * w[k] if has_w else dy[k]
-                xc = (x[k] - mh) - ml
-                g_part[lane] += g
-                p_part[lane] += g * xc
-                c_part[lane] += xc
-        for lane in range(LANES):
-            g_acc[lane] += np.float64(g_part[lane])
-            p_acc[lane] += np.float64(p_part[lane])
-            c_acc[lane] += np.float64(c_part[lane])
+        _grad_lanes(dy, w, x, i, mh, ml, has_w, groups, g_part, p_part, c_part)
+        _flush(g_acc, g_part)
+        _flush(p_acc, p_part)
+        _flush(c_acc, c_part)
         i += groups * LANES
-    mean = np.float64(mh) + np.float64(ml)
-    for lane in range(n - i):
-        k = i + lane
-        g = np.float64(dy[k]) * np.float64(w[k]) if has_w else np.float64(dy[k])
-        xc = np.float64(x[k]) - mean
-        g_acc[lane] += g
-        p_acc[lane] += g * xc
-        c_acc[lane] += xc
+    rest = n - i
+    if rest > 0 and n >= LANES:
+        t = n - LANES
+        for lane in range(LANES):
+            g, xc = _kept2(_grad_terms(dy, w, x, t + lane, mh, ml, has_w), _tail_keep(lane, rest))
+            g_part[lane], p_part[lane], c_part[lane] = g, g * xc, xc
+        _flush(g_acc, g_part)
+        _flush(p_acc, p_part)
+        _flush(c_acc, c_part)
+    elif rest > 0:
+        mean = np.float64(mh) + np.float64(ml)
+        for lane in range(rest):
+            g = np.float64(dy[lane]) * np.float64(w[lane]) if has_w else np.float64(dy[lane])
+            xc = np.float64(x[lane]) - mean
+            g_acc[lane] += g
+            p_acc[lane] += g * xc
+            c_acc[lane] += xc
+
+
+@_jit
+def _dot_lanes(dy, w, x, i, has_w, groups, s_part):
+    """One chunk of :func:`acc_dot` from element ``i``: the lanes' float32 sums of ``g x``."""
+    o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
+    o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
+    for lane in range(LANES):
+        j = i + lane
+        s = _dot_term(dy, w, x, j, has_w)
+        s += _kept(_dot_term(dy, w, x, j + o1, has_w), groups > 1)
+        s += _kept(_dot_term(dy, w, x, j + o2, has_w), groups > 2)
+        s += _kept(_dot_term(dy, w, x, j + o3, has_w), groups > 3)
+        s += _kept(_dot_term(dy, w, x, j + o4, has_w), groups > 4)
+        s += _kept(_dot_term(dy, w, x, j + o5, has_w), groups > 5)
+        s += _kept(_dot_term(dy, w, x, j + o6, has_w), groups > 6)
+        s_part[lane] = s + _kept(_dot_term(dy, w, x, j + o7, has_w), groups > 7)
 
 
 @_jit
 def acc_dot(dy, w, x, has_w, acc, part):
-    """``acc[0] +=`` the lanes of ``sum g x``, ``g = dy w`` (RMSNorm's backward; the tail in float64)."""
+    """``acc[0] +=`` the lanes of ``sum g x``, ``g = dy w`` (RMSNorm's backward), by chunks as
+    :func:`acc_sum_sq`, the last ``n mod 16`` values in float64 (C's ``norm_grad_dot_f32``)."""
     n = x.shape[0]
     s_acc, s_part = acc[0], part[0]
     i = 0
     while n - i >= CHUNK:
-        for lane in range(LANES):
-            j = i + lane
-            s = _dot_term(dy, w, x, j, has_w)
-            s += _dot_term(dy, w, x, j + 16, has_w)
-            s += _dot_term(dy, w, x, j + 32, has_w)
-            s += _dot_term(dy, w, x, j + 48, has_w)
-            s += _dot_term(dy, w, x, j + 64, has_w)
-            s += _dot_term(dy, w, x, j + 80, has_w)
-            s += _dot_term(dy, w, x, j + 96, has_w)
-            s += _dot_term(dy, w, x, j + 112, has_w)
-            s_acc[lane] += np.float64(s)
+        _dot_lanes(dy, w, x, i, has_w, CHUNK // LANES, s_part)  # 8: folds offsets, selects
+        _flush(s_acc, s_part)
         i += CHUNK
     groups = (n - i) // LANES
     if groups > 0:
-        for lane in range(LANES):
-            j = i + lane
-            g = dy[j] * w[j] if has_w else dy[j]
-            s_part[lane] = g * x[j]
-        for t in range(1, groups):
-            k0 = i + t * LANES
-            for lane in range(LANES):
-                k = k0 + lane
-                g = dy[k] * w[k] if has_w else dy[k]
-                s_part[lane] += g * x[k]
-        for lane in range(LANES):
-            s_acc[lane] += np.float64(s_part[lane])
+        _dot_lanes(dy, w, x, i, has_w, groups, s_part)
+        _flush(s_acc, s_part)
         i += groups * LANES
     for lane in range(n - i):
         k = i + lane
