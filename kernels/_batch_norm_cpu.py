@@ -119,15 +119,19 @@ def _make_channel_forward(loop, stamp, f32, has_w, has_b):
             _forward_channel(c, C, mean, var, n, w, b, running_mean, running_var, momentum, eps, save_mean,
                              save_rstd, coef, update, has_w, has_b)
             mh, ml, alpha, beta = coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]
-            line = np.empty(inner if stream else 0, y.dtype)
-            for o in range(outer):
-                xs, ys = x[o, c], line if stream else y[o, c]
-                for i in range(inner):
-                    _apply(xs, ys, i, mh, ml, alpha, beta)
-                if stream:
-                    stream_copy(y[o, c], line)
             if stream:
+                line = np.empty(inner, y.dtype)
+                for o in range(outer):
+                    xs = x[o, c]
+                    for i in range(inner):
+                        _apply(xs, line, i, mh, ml, alpha, beta)
+                    stream_copy(y[o, c], line)
                 stream_fence()
+            else:  # a loop of its own: storing through `line if stream else y[o, c]` cost 10% at 64x256x14x14
+                for o in range(outer):
+                    xs, ys = x[o, c], y[o, c]
+                    for i in range(inner):
+                        _apply(xs, ys, i, mh, ml, alpha, beta)
 
     return batch_norm_channel_cpu
 
@@ -162,15 +166,19 @@ def _make_channel_backward(loop, stamp, f32, has_w):
             _backward_channel(c, C, s_dy, s_dyx, s_x, count, save_mean, save_rstd, dweight, dbias, coef, True)
             mh, ml, k1, mean_dy, q, r = (coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c], coef[4 * C + c],
                                          coef[5 * C + c])
-            line = np.empty(inner if stream else 0, dx.dtype)
-            for o in range(outer):
-                dys, xs, dxs = dy[o, c], x[o, c], line if stream else dx[o, c]
-                for i in range(inner):
-                    _backward_apply(dys, xs, dxs, i, mh, ml, k1, mean_dy, q, r)
-                if stream:
-                    stream_copy(dx[o, c], line)
             if stream:
+                line = np.empty(inner, dx.dtype)
+                for o in range(outer):
+                    dys, xs = dy[o, c], x[o, c]
+                    for i in range(inner):
+                        _backward_apply(dys, xs, line, i, mh, ml, k1, mean_dy, q, r)
+                    stream_copy(dx[o, c], line)
                 stream_fence()
+            else:  # a loop of its own, as the forward's
+                for o in range(outer):
+                    dys, xs, dxs = dy[o, c], x[o, c], dx[o, c]
+                    for i in range(inner):
+                        _backward_apply(dys, xs, dxs, i, mh, ml, k1, mean_dy, q, r)
 
     return batch_norm_channel_backward_cpu
 
