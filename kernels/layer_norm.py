@@ -31,7 +31,7 @@ from pyopt.kernels import _norm_lanes as lanes
 from pyopt.kernels import _norm_rules as nr
 from pyopt.kernels._norm_host import (FLUSH_ROWS, address, device_scratch, flush, launch_sum_blocks, placeholder,
                                       scratch, sum_blocks)
-from pyopt.kernels._norm_stream import stream_copy, stream_fence, stream_outputs
+from pyopt.kernels._norm_stream import stream_copy, stream_fence, stream_rows
 
 _split = nr.split.cpu
 _rstd = nr.rstd_of.cpu
@@ -58,7 +58,7 @@ def _make_forward_cpu(loop, stamp, f32, has_w, has_b):
             acc, part = lanes.workspace()
             line = np.empty(n if stream else 0, y.dtype)
             for r in range(blk * BLOCK_ROWS, min((blk + 1) * BLOCK_ROWS, rows)):
-                xr, yr = x[r], line if stream else y[r]
+                xr = x[r]
                 ahead = x[r + 1] if stream and r + 1 < rows else xr
                 if f32:  # a constant of the closure: numba keeps one branch (see _norm_lanes)
                     m, var = lanes.mean_var_f32(xr, acc, part, ahead)
@@ -66,10 +66,14 @@ def _make_forward_cpu(loop, stamp, f32, has_w, has_b):
                     m, var = lanes.mean_var_f64(xr, acc, part, ahead)
                 rs = _cast(_rstd(var, eps), proto)
                 mh, ml = _split(m, proto)
-                for j in range(n):
-                    _apply(xr, w, b, yr, j, mh, ml, rs, has_w, has_b)
                 if stream:
+                    for j in range(n):
+                        _apply(xr, w, b, line, j, mh, ml, rs, has_w, has_b)
                     stream_copy(y[r], line)
+                else:  # a loop of its own: a store through `line if stream else y[r]` is slower (_batch_norm_cpu)
+                    yr = y[r]
+                    for j in range(n):
+                        _apply(xr, w, b, yr, j, mh, ml, rs, has_w, has_b)
                 mean[r] = m
                 rstd[r] = rs
             if stream:
@@ -131,7 +135,7 @@ def numba_forward(x, weight, bias, eps, y, mean, rstd):
     t = xc.dtype
     driver = CPU_FORWARD.get((t == np.float32, wc is not None, bc is not None), xc.size)
     driver(xc, placeholder(t) if wc is None else wc, placeholder(t) if bc is None else bc, yc, mean, rstd,
-           np.float64(eps), t.type(0), stream_outputs(2 * yc.nbytes))
+           np.float64(eps), t.type(0), stream_rows(2 * yc.nbytes, xc.shape[1] * t.itemsize))
     _nk._copy_back(y, yc)
 
 
@@ -145,7 +149,7 @@ def numba_backward(dy, x, weight, mean, rstd, dx, dweight, dbias):
     per, n_blocks = nr.row_blocks(rows, nr.ROW_BLOCKS, nr.MIN_BLOCK_ROWS)
     driver = CPU_BACKWARD.get((xc.dtype == np.float32, wc is not None), xc.size)
     driver(dyc, xc, placeholder(xc.dtype) if wc is None else wc, mean, rstd, dxc, dwc, dbc,
-           scratch("layer_norm", (n_blocks, 2, n)), per, stream_outputs(3 * dxc.nbytes))
+           scratch("layer_norm", (n_blocks, 2, n)), per, stream_rows(3 * dxc.nbytes, n * dxc.itemsize))
     for out, computed in ((dx, dxc), (dweight, dwc), (dbias, dbc)):
         _nk._copy_back(out, computed)
 

@@ -18,7 +18,7 @@ from pyopt.kernels import _norm_lanes as lanes
 from pyopt.kernels import _norm_rules as nr
 from pyopt.kernels._norm_host import (FLUSH_ROWS, address, device_scratch, flush, launch_sum_blocks, placeholder,
                                       scratch, sum_blocks)
-from pyopt.kernels._norm_stream import stream_copy, stream_fence, stream_outputs
+from pyopt.kernels._norm_stream import stream_copy, stream_fence, stream_rows
 
 _rstd = nr.rstd_of.cpu
 _coef = nr.rms_backward_coef.cpu
@@ -110,7 +110,7 @@ def numba_forward(x, weight, eps, y, rstd):
     t = xc.dtype
     driver = CPU_FORWARD.get((t == np.float32, wc is not None), xc.size)
     driver(xc, placeholder(t) if wc is None else wc, yc, rstd, np.float64(eps), t.type(0),
-           stream_outputs(2 * yc.nbytes))
+           stream_rows(2 * yc.nbytes, yc.shape[-1] * yc.itemsize))
     _nk._copy_back(y, yc)
 
 
@@ -123,7 +123,7 @@ def numba_backward(dy, x, weight, rstd, dx, dweight):
     per, n_blocks = nr.row_blocks(rows, nr.ROW_BLOCKS, nr.MIN_BLOCK_ROWS)
     driver = CPU_BACKWARD.get((xc.dtype == np.float32, wc is not None), xc.size)
     driver(dyc, xc, placeholder(xc.dtype) if wc is None else wc, rstd, dxc, dwc, scratch("rms_norm", (n_blocks, 1, n)),
-           per, stream_outputs(3 * dxc.nbytes))
+           per, stream_rows(3 * dxc.nbytes, dxc.shape[-1] * dxc.itemsize))
     _nk._copy_back(dx, dxc)
     _nk._copy_back(dweight, dwc)
 

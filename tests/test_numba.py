@@ -431,6 +431,48 @@ def test_norms_do_not_recompile_on_the_second_call(rng):
     assert compiled() == before
 
 
+@pytest.mark.parametrize("cols", [131, 511, 515, 1031])
+def test_norm_rows_stream_the_same_bits_inside_guard_bands(cols):
+    """LayerNorm and RMSNorm rows with a cache model of 0 bytes (every call streams, but only rows of
+    STREAM_MIN_ROW_BYTES or more: 515 and 1031 float32 values here): bitwise what the plain stores give, at
+    several offsets from a line, and nothing outside the outputs written."""
+    from _norm_helpers import guarded, margins_untouched, off_centre, randn
+
+    F = pyopt.functional
+    rng = np.random.default_rng(cols)
+    x, dy = off_centre(rng, (9, cols), np.float32), randn(rng, (9, cols), np.float32)
+    w, b = off_centre(rng, (cols,), np.float32, 1.0, 0.5), randn(rng, (cols,), np.float32)
+    results = {}
+    for cache in (None, 0):
+        for pad in (0, 3, 5):
+            bufs, outs = [], []
+            for _ in range(4):
+                view, buf = guarded(x.shape, np.float32, pad)
+                bufs.append(buf)
+                outs.append(view)
+            previous = pyopt._c.set_cache_bytes(cache)
+            try:
+                _, mean, rstd = F.layer_norm(x, (cols,), w, b, out=outs[0], backend="numba")
+                F.layer_norm_backward(dy, x, w, mean, rstd, (cols,), out=outs[1], backend="numba")
+                _, r = F.rms_norm(x, (cols,), w, out=outs[2], backend="numba")
+                F.rms_norm_backward(dy, x, w, r, (cols,), out=outs[3], backend="numba")
+            finally:
+                pyopt._c.set_cache_bytes(previous)
+            assert all(margins_untouched(buf, pad) for buf in bufs), (cache, pad)
+            results[cache, pad] = outs
+    for key, outs in results.items():
+        for k, (got, want) in enumerate(zip(outs, results[None, 0])):
+            assert_bitwise(got, want, f"output {k}, cache model {key[0]}, pad {key[1]}")
+
+
+def test_short_rows_are_stored_plainly_even_in_a_call_past_the_cache():
+    from pyopt.kernels._norm_stream import STREAM_MIN_ROW_BYTES, stream_rows
+
+    huge = 1 << 40
+    assert stream_rows(huge, STREAM_MIN_ROW_BYTES) and not stream_rows(huge, STREAM_MIN_ROW_BYTES - 4)
+    assert not stream_rows(1024, 1 << 20)  # a call that fits in the cache never streams
+
+
 @pytest.mark.parametrize("cols", [1, 15, 16, 17, 131, 196, 1023])
 def test_float32_row_sums_follow_c_bit_for_bit(cols):
     """numba sums a float32 row in C's order (chunks, partial chunk, masked tail: kernels/_norm_lanes.py), so the
