@@ -478,7 +478,7 @@ def test_float32_row_sums_follow_c_bit_for_bit(cols):
     """numba sums a float32 row in C's order (chunks, partial chunk, masked tail: kernels/_norm_lanes.py), so the
     LayerNorm and RMSNorm forwards and LayerNorm's dx (given the same statistics) are C's bits."""
     if not pyopt._c.available():
-        pytest.skip(f"C extension not built: {pyopt._c.IMPORT_ERROR}")
+        pytest.skip(reason=f"C extension not built: {pyopt._c.IMPORT_ERROR}")
     F = pyopt.functional
     rng = np.random.default_rng(cols)
     x = (100 + 3 * rng.standard_normal((7, cols))).astype(np.float32)
