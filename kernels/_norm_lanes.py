@@ -3,12 +3,11 @@
 A float32 run of ``n`` elements is summed by chunks of ``CHUNK`` = 128 elements over ``LANES`` = 16 lanes
 (element ``i`` of a chunk goes to lane ``i mod 16``): each lane's float32 sum of its 8 terms in index order is
 added into that lane's float64 accumulator.  A last partial chunk sums its whole groups of 16 the same way (fewer
-terms per lane).  The ``n mod 16`` values after it: for ``n >= 16`` the last 16 values as one float32 group with
-those already summed cleared (value ``n - 16 + k`` to lane ``k``: C's masked tail, centred and gradient sums),
-otherwise (and for the sums of squares and ``g x``, as C) each widened to float64 into lanes 0, 1, ...  The 16
-float64 lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone,
-and it is C's: the float32 LayerNorm and RMSNorm forwards and dx give C's bits (dweight and dbias do not: C adds
-two rows' terms at a time), and every norm agrees with C within the tolerance table.
+terms per lane), and the ``n mod 16`` values after it go to float64 lanes 0, 1, ... directly.  The 16 float64
+lanes meet in C's fixed tree (``norm_combine_lanes``), so every sum's order depends on the length alone.  The tail
+is where C differs: for ``n >= 16`` its centred and gradient sums take the last 16 values as one masked float32
+vector (value ``n - 16 + k`` to lane ``k``), so C and numba norms agree within the tolerance table, not bit for
+bit.  (numba doing the same gave C's bits, but added half again to the norm drivers' compile time.)
 
 A chunk's rounding is that of a float32 sum of at most 8 terms (about 5e-7 of their size), so statistics are
 centred as in C: a pass over ``d = (x - s_hi) - s_lo`` (float32, same chunking; :func:`_norm_rules.split`)
@@ -82,15 +81,16 @@ def total(lanes):
 # A chunk is one pass of a ``*_lanes`` function: a loop over the 16 lanes whose body is the lane's 8 terms as
 # straight-line code, term t (0..7) read from group t of the chunk.  A partial chunk of ``groups`` < 8 groups (a
 # row's last) runs the same body: its terms past the last group read that group again (:func:`_offset`) and are
-# cleared (:func:`_kept`), so they add +0 and its sums are those of its groups alone; a whole chunk passes the
-# constant 8, which folds the offsets and the selects away.  The lane sums go to a float32 work row and a second
-# lane loop adds them into the float64 lanes: added straight into the float64 lanes, the body is vectorized by
-# LLVM's SLP vectorizer at the width of four doubles (its float32 ops on half-empty xmm registers); stored as
-# float32 it is 8-wide ymm code, as C's.  A partial chunk written as a loop over its groups adding into the work
-# row is not vectorized at all: BatchNorm's centred pass over the channels of a 64x256x196 float32 batch (2
-# threads) took 2.0 ms that way and takes 1.7 ms this way.  A term's index must be known not to be negative
-# (numba wraps negative indices; without that the loads are gathered one by one), hence the ``max`` in
-# :func:`_offset` and the whole chunks' loop of constant steps.
+# cleared (:func:`_kept`), so they add +0 and its sums are those of its groups alone.  The lane sums go to a
+# float32 work row and a second lane loop adds them into the float64 lanes: added straight into the float64
+# lanes, the body is vectorized by LLVM's SLP vectorizer at the width of four doubles (its float32 ops on
+# half-empty xmm registers); stored as float32 it is 8-wide ymm code, as C's.  A partial chunk written as a loop
+# over its groups adding into the work row is not vectorized at all.  Each chunk's arrays are views that start
+# at the chunk and its offsets are known not to be negative (the ``max`` in :func:`_offset`): numba wraps
+# negative indices, and an index LLVM cannot prove non-negative turns the loads into one-by-one gathers.  One
+# body serves whole and partial chunks: a second copy specialized for whole chunks was no faster and doubled
+# the compile time.  BatchNorm's numba forward at 64x256x14x14 (2 threads, paired calls against the previous
+# lanes in one process): 0.77x the time.
 
 @_jit
 def _offset(t, groups):
@@ -120,12 +120,6 @@ def _kept2(pair, keep):
 
 
 @_jit
-def _tail_keep(lane, rest):
-    """Whether lane ``lane`` of the last 16 values of a row is one of its ``rest`` values not yet summed."""
-    return lane >= LANES - rest
-
-
-@_jit
 def _grad_terms(dy, w, x, j, mh, ml, has_w):
     """Element ``j``'s float32 ``g = dy w`` (``dy`` without a weight) and ``xc = (x - mh) - ml``."""
     g = dy[j] * w[j] if has_w else dy[j]
@@ -140,13 +134,13 @@ def _dot_term(dy, w, x, j, has_w):
 
 
 @_jit
-def _centred_lanes(x, i, mh, ml, groups, s_part, q_part):
-    """One chunk of :func:`acc_centred` from element ``i``: ``s_part``, ``q_part`` = the lanes' float32 sums of
+def _centred_lanes(x, mh, ml, groups, s_part, q_part):
+    """One chunk of :func:`acc_centred` (``x`` from the chunk on): ``s_part``, ``q_part`` = the lanes' float32 sums of
     ``d``, ``d^2``."""
     o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
     o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
     for lane in range(LANES):
-        j = i + lane
+        j = lane
         d = (x[j] - mh) - ml
         s, q = d, d * d
         d = _kept((x[j + o1] - mh) - ml, groups > 1)
@@ -168,50 +162,34 @@ def _centred_lanes(x, i, mh, ml, groups, s_part, q_part):
 @_jit
 def acc_centred(x, mh, ml, acc, part, ahead):
     """``acc[0] +=`` the lanes of ``sum d``, ``acc[1] +=`` those of ``sum d^2``, ``d = (x - mh) - ml`` in
-    float32: whole chunks, then the partial chunk, then (C's masked tail) the last 16 values with those already
-    summed cleared, or for a row under 16 values each value widened to float64 into lane 0, 1, ...  Each group
+    float32: whole chunks, then the partial chunk, then each of the last ``n mod 16`` values widened to float64
+    into lane 0, 1, ... (the tail's ``d`` widened after the float32 subtraction, as C).  Each group
     of 16 prefetches the same span of ``ahead`` (the row read next; C's ``norm_centred_sums_f32_acc``), so its
     reads overlap this pass."""
     n = x.shape[0]
     s_acc, q_acc, s_part, q_part = acc[0], acc[1], part[0], part[1]
     i = 0
-    while n - i >= CHUNK:
-        for k in range(0, CHUNK, LANES):
-            prefetch(ahead, i + k)
-        _centred_lanes(x, i, mh, ml, CHUNK // LANES, s_part, q_part)  # 8: folds offsets, selects
-        _flush(s_acc, s_part)
-        _flush(q_acc, q_part)
-        i += CHUNK
-    groups = (n - i) // LANES
-    if groups > 0:
+    while n - i >= LANES:
+        groups = min((n - i) // LANES, CHUNK // LANES)
         for k in range(0, groups * LANES, LANES):
             prefetch(ahead, i + k)
-        _centred_lanes(x, i, mh, ml, groups, s_part, q_part)
+        _centred_lanes(x[i:], mh, ml, groups, s_part, q_part)
         _flush(s_acc, s_part)
         _flush(q_acc, q_part)
         i += groups * LANES
-    rest = n - i
-    if rest > 0 and n >= LANES:
-        t = n - LANES
-        for lane in range(LANES):
-            d = _kept((x[t + lane] - mh) - ml, _tail_keep(lane, rest))
-            s_part[lane], q_part[lane] = d, d * d
-        _flush(s_acc, s_part)
-        _flush(q_acc, q_part)
-    elif rest > 0:
-        for lane in range(rest):
-            d = np.float64((x[lane] - mh) - ml)
-            s_acc[lane] += d
-            q_acc[lane] += d * d
+    for lane in range(n - i):
+        d = np.float64((x[i + lane] - mh) - ml)
+        s_acc[lane] += d
+        q_acc[lane] += d * d
 
 
 @_jit
-def _sum_sq_lanes(x, i, groups, s_part):
-    """One chunk of :func:`acc_sum_sq` from element ``i``: ``s_part`` = the lanes' float32 sums of ``x^2``."""
+def _sum_sq_lanes(x, groups, s_part):
+    """One chunk of :func:`acc_sum_sq` (``x`` from the chunk on): ``s_part`` = the lanes' float32 sums of ``x^2``."""
     o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
     o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
     for lane in range(LANES):
-        j = i + lane
+        j = lane
         v = x[j]
         s = v * v
         v = _kept(x[j + o1], groups > 1)
@@ -238,17 +216,11 @@ def acc_sum_sq(x, acc, part, ahead):
     n = x.shape[0]
     s_acc, s_part = acc[0], part[0]
     i = 0
-    while n - i >= CHUNK:
-        for k in range(0, CHUNK, LANES):
-            prefetch(ahead, i + k)
-        _sum_sq_lanes(x, i, CHUNK // LANES, s_part)  # 8: folds offsets, selects
-        _flush(s_acc, s_part)
-        i += CHUNK
-    groups = (n - i) // LANES
-    if groups > 0:
+    while n - i >= LANES:
+        groups = min((n - i) // LANES, CHUNK // LANES)
         for k in range(0, groups * LANES, LANES):
             prefetch(ahead, i + k)
-        _sum_sq_lanes(x, i, groups, s_part)
+        _sum_sq_lanes(x[i:], groups, s_part)
         _flush(s_acc, s_part)
         i += groups * LANES
     for lane in range(n - i):
@@ -257,12 +229,12 @@ def acc_sum_sq(x, acc, part, ahead):
 
 
 @_jit
-def _grad_lanes(dy, w, x, i, mh, ml, has_w, groups, g_part, p_part, c_part):
-    """One chunk of :func:`acc_grad` from element ``i``: the lanes' float32 sums of ``g``, ``g xc``, ``xc``."""
+def _grad_lanes(dy, w, x, mh, ml, has_w, groups, g_part, p_part, c_part):
+    """One chunk of :func:`acc_grad` (the rows from the chunk on): the lanes' float32 sums of ``g``, ``g xc``, ``xc``."""
     o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
     o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
     for lane in range(LANES):
-        j = i + lane
+        j = lane
         g, xc = _grad_terms(dy, w, x, j, mh, ml, has_w)
         sg, sp, sc = g, g * xc, xc
         g, xc = _kept2(_grad_terms(dy, w, x, j + o1, mh, ml, has_w), groups > 1)
@@ -284,50 +256,35 @@ def _grad_lanes(dy, w, x, i, mh, ml, has_w, groups, g_part, p_part, c_part):
 @_jit
 def acc_grad(dy, w, x, mh, ml, has_w, acc, part):
     """``acc[0..2] +=`` the lanes of ``sum g``, ``sum g xc``, ``sum xc`` with ``g = dy w`` (``dy`` without a
-    weight) and ``xc = (x - mh) - ml``, float32 inside a chunk, the tail masked as in :func:`acc_centred` (a
-    row under 16 values in float64 with ``xc = x - (mh + ml)``; C's ``norm_grad_sums_f32_acc``)."""
+    weight) and ``xc = (x - mh) - ml``, float32 inside a chunk; the tail in float64 with ``xc = x - (mh + ml)``
+    (C's ``norm_grad_sums_f32_acc``, but for its masked tail)."""
     n = x.shape[0]
     g_acc, p_acc, c_acc, g_part, p_part, c_part = acc[0], acc[1], acc[2], part[0], part[1], part[2]
     i = 0
-    while n - i >= CHUNK:
-        _grad_lanes(dy, w, x, i, mh, ml, has_w, CHUNK // LANES, g_part, p_part, c_part)  # 8: folds offsets, selects
-        _flush(g_acc, g_part)
-        _flush(p_acc, p_part)
-        _flush(c_acc, c_part)
-        i += CHUNK
-    groups = (n - i) // LANES
-    if groups > 0:
-        _grad_lanes(dy, w, x, i, mh, ml, has_w, groups, g_part, p_part, c_part)
+    while n - i >= LANES:
+        groups = min((n - i) // LANES, CHUNK // LANES)
+        _grad_lanes(dy[i:], w[i:], x[i:], mh, ml, has_w, groups, g_part, p_part, c_part)
         _flush(g_acc, g_part)
         _flush(p_acc, p_part)
         _flush(c_acc, c_part)
         i += groups * LANES
-    rest = n - i
-    if rest > 0 and n >= LANES:
-        t = n - LANES
-        for lane in range(LANES):
-            g, xc = _kept2(_grad_terms(dy, w, x, t + lane, mh, ml, has_w), _tail_keep(lane, rest))
-            g_part[lane], p_part[lane], c_part[lane] = g, g * xc, xc
-        _flush(g_acc, g_part)
-        _flush(p_acc, p_part)
-        _flush(c_acc, c_part)
-    elif rest > 0:
-        mean = np.float64(mh) + np.float64(ml)
-        for lane in range(rest):
-            g = np.float64(dy[lane]) * np.float64(w[lane]) if has_w else np.float64(dy[lane])
-            xc = np.float64(x[lane]) - mean
-            g_acc[lane] += g
-            p_acc[lane] += g * xc
-            c_acc[lane] += xc
+    mean = np.float64(mh) + np.float64(ml)
+    for lane in range(n - i):
+        k = i + lane
+        g = np.float64(dy[k]) * np.float64(w[k]) if has_w else np.float64(dy[k])
+        xc = np.float64(x[k]) - mean
+        g_acc[lane] += g
+        p_acc[lane] += g * xc
+        c_acc[lane] += xc
 
 
 @_jit
-def _dot_lanes(dy, w, x, i, has_w, groups, s_part):
-    """One chunk of :func:`acc_dot` from element ``i``: the lanes' float32 sums of ``g x``."""
+def _dot_lanes(dy, w, x, has_w, groups, s_part):
+    """One chunk of :func:`acc_dot` (the rows from the chunk on): the lanes' float32 sums of ``g x``."""
     o1, o2, o3, o4 = _offset(1, groups), _offset(2, groups), _offset(3, groups), _offset(4, groups)
     o5, o6, o7 = _offset(5, groups), _offset(6, groups), _offset(7, groups)
     for lane in range(LANES):
-        j = i + lane
+        j = lane
         s = _dot_term(dy, w, x, j, has_w)
         s += _kept(_dot_term(dy, w, x, j + o1, has_w), groups > 1)
         s += _kept(_dot_term(dy, w, x, j + o2, has_w), groups > 2)
@@ -345,13 +302,9 @@ def acc_dot(dy, w, x, has_w, acc, part):
     n = x.shape[0]
     s_acc, s_part = acc[0], part[0]
     i = 0
-    while n - i >= CHUNK:
-        _dot_lanes(dy, w, x, i, has_w, CHUNK // LANES, s_part)  # 8: folds offsets, selects
-        _flush(s_acc, s_part)
-        i += CHUNK
-    groups = (n - i) // LANES
-    if groups > 0:
-        _dot_lanes(dy, w, x, i, has_w, groups, s_part)
+    while n - i >= LANES:
+        groups = min((n - i) // LANES, CHUNK // LANES)
+        _dot_lanes(dy[i:], w[i:], x[i:], has_w, groups, s_part)
         _flush(s_acc, s_part)
         i += groups * LANES
     for lane in range(n - i):

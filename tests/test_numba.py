@@ -472,25 +472,3 @@ def test_short_rows_are_stored_plainly_even_in_a_call_past_the_cache():
     assert stream_rows(huge, STREAM_MIN_ROW_BYTES) and not stream_rows(huge, STREAM_MIN_ROW_BYTES - 4)
     assert not stream_rows(1024, 1 << 20)  # a call that fits in the cache never streams
 
-
-@pytest.mark.parametrize("cols", [1, 15, 16, 17, 131, 196, 1023])
-def test_float32_row_sums_follow_c_bit_for_bit(cols):
-    """numba sums a float32 row in C's order (chunks, partial chunk, masked tail: kernels/_norm_lanes.py), so the
-    LayerNorm and RMSNorm forwards and LayerNorm's dx (given the same statistics) are C's bits."""
-    if not pyopt._c.available():
-        pytest.skip(reason=f"C extension not built: {pyopt._c.IMPORT_ERROR}")
-    F = pyopt.functional
-    rng = np.random.default_rng(cols)
-    x = (100 + 3 * rng.standard_normal((7, cols))).astype(np.float32)
-    dy, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((7, cols), cols, cols))
-    c_out = F.layer_norm(x, (cols,), w, b, backend="c")
-    for k, (got, want) in enumerate(zip(F.layer_norm(x, (cols,), w, b, backend="numba"), c_out)):
-        assert_bitwise(got, want, f"layer_norm output {k}")
-    mean, rstd = c_out[1], c_out[2]
-    assert_bitwise(F.layer_norm_backward(dy, x, w, mean, rstd, (cols,), backend="numba")[0],
-                   F.layer_norm_backward(dy, x, w, mean, rstd, (cols,), backend="c")[0], "layer_norm dx")
-    c_rms = F.rms_norm(x, (cols,), w, backend="c")
-    for k, (got, want) in enumerate(zip(F.rms_norm(x, (cols,), w, backend="numba"), c_rms)):
-        assert_bitwise(got, want, f"rms_norm output {k}")
-    assert_bitwise(F.rms_norm_backward(dy, x, w, c_rms[1], (cols,), backend="numba")[0],
-                   F.rms_norm_backward(dy, x, w, c_rms[1], (cols,), backend="c")[0], "rms_norm dx")
