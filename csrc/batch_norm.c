@@ -270,7 +270,7 @@ PYOPT_INLINE void SUFFIX(bn_sums_tasks)(const void *vctx, int64_t begin, int64_t
             for (int64_t c = b.c0; c < b.c1; c++) {
                 const T *xs = xr + c * inner, *dys = dyr + c * inner;
                 double sums[3];
-                SUFFIX(norm_grad_sums)(dys, NULL, xs, (double)mean_t[c], len, 0, sums);
+                SUFFIX(norm_grad_sums)(dys, NULL, xs, (double)mean_t[c], len, 0, NULL, NULL, sums);
                 s_dy[c] += sums[0];
                 s_dyx[c] += sums[1];
                 s_x[c] += sums[2];
@@ -416,7 +416,7 @@ PYOPT_INLINE void SUFFIX(bn_channel_backward)(const void *vctx, int64_t begin, i
                 const int64_t off = (o * C + ch) * inner, ahead = off + BN_AHEAD * C * inner;
                 if (o + BN_AHEAD < outer) bn_prefetch_run(dy + ahead, inner * 4), bn_prefetch_run(x + ahead, inner * 4);
                 SUFFIX(norm_grad_sums_f32_acc)((const float *)(dy + off), NULL, (const float *)(x + off),
-                                               (double)save_mean[ch], inner, 0, &G, &P, &X);
+                                               (double)save_mean[ch], inner, 0, NULL, NULL, &G, &P, &X);
             }
             s_dy = norm_acc16_total(&G), s_dyx = norm_acc16_total(&P), s_x = norm_acc16_total(&X);
         } else {
@@ -427,7 +427,7 @@ PYOPT_INLINE void SUFFIX(bn_channel_backward)(const void *vctx, int64_t begin, i
                     bn_prefetch_run(x + ahead, inner * (int64_t)sizeof(T));
                 }
                 double sums[3];
-                SUFFIX(norm_grad_sums)(dy + off, NULL, x + off, (double)save_mean[ch], inner, 0, sums);
+                SUFFIX(norm_grad_sums)(dy + off, NULL, x + off, (double)save_mean[ch], inner, 0, NULL, NULL, sums);
                 s_dy += sums[0], s_dyx += sums[1], s_x += sums[2];
             }
         }

@@ -190,10 +190,13 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq)(const T *restrict x, int64_t n)
     return norm_combine_lanes(lanes);
 }
 
-/* float32 rows: the sums of norm_grad_sums by float32 chunks (NORM_CHUNK); xc = (x - mean_hi) - mean_lo. */
+/* float32 rows: the sums of norm_grad_sums by float32 chunks (NORM_CHUNK); xc = (x - mean_hi) - mean_lo.
+ * ahead_dy, ahead_x (NULL: none): spans of a later row prefetched into L2 level with each line of dy and x, so the
+ * reads of this first pass, the backward's only trip to memory, keep the next rows on their way. */
 PYOPT_INLINE void SUFFIX(norm_grad_sums_f32_acc)(const float *restrict dy, const float *restrict w,
                                                  const float *restrict x, double mean, int64_t n, const int has_w,
-                                                 norm_acc16 *G, norm_acc16 *P, norm_acc16 *C)
+                                                 const float *ahead_dy, const float *ahead_x, norm_acc16 *G,
+                                                 norm_acc16 *P, norm_acc16 *C)
 {
     float mh, ml;
     NORM_SPLIT(float, mean, mh, ml);
@@ -202,6 +205,10 @@ PYOPT_INLINE void SUFFIX(norm_grad_sums_f32_acc)(const float *restrict dy, const
     while (i + NORM_LANES <= n) {
         norm_v8f g0 = {0}, g1 = {0}, p0 = {0}, p1 = {0}, c0 = {0}, c1 = {0};
         for (int64_t end = i + NORM_CHUNK; i + NORM_LANES <= n && i < end; i += NORM_LANES) {
+            if (ahead_dy) { /* 16 floats: one line of each */
+                __builtin_prefetch(ahead_dy + i, 0, 2);
+                __builtin_prefetch(ahead_x + i, 0, 2);
+            }
             NORM_LOAD16F(d, dy + i);
             if (has_w) {
                 NORM_LOAD16F(w, w + i);
@@ -252,10 +259,10 @@ PYOPT_INLINE void SUFFIX(norm_grad_sums_f32_acc)(const float *restrict dy, const
 
 PYOPT_INLINE void SUFFIX(norm_grad_sums_f32)(const float *restrict dy, const float *restrict w,
                                              const float *restrict x, double mean, int64_t n, const int has_w,
-                                             double *out)
+                                             const float *ahead_dy, const float *ahead_x, double *out)
 {
     norm_acc16 G = NORM_ACC16_ZERO, P = NORM_ACC16_ZERO, C = NORM_ACC16_ZERO;
-    SUFFIX(norm_grad_sums_f32_acc)(dy, w, x, mean, n, has_w, &G, &P, &C);
+    SUFFIX(norm_grad_sums_f32_acc)(dy, w, x, mean, n, has_w, ahead_dy, ahead_x, &G, &P, &C);
     out[0] = norm_acc16_total(&G);
     out[1] = norm_acc16_total(&P);
     out[2] = norm_acc16_total(&C);
@@ -263,18 +270,26 @@ PYOPT_INLINE void SUFFIX(norm_grad_sums_f32)(const float *restrict dy, const flo
 
 /* The backward's row sums, with g = dy * w (dy when has_w is 0) and xc = x - mean:
  * out[0] = sum g, out[1] = sum g xc, out[2] = sum xc.  float64 rows: products and sums in float64; float32 rows:
- * the float32-chunk fast path above. */
+ * the float32-chunk fast path above.  ahead_dy, ahead_x: a later row to prefetch meanwhile (NULL: none). */
 PYOPT_INLINE void SUFFIX(norm_grad_sums)(const T *restrict dy, const T *restrict w, const T *restrict x,
-                                         double mean, int64_t n, const int has_w, double *out)
+                                         double mean, int64_t n, const int has_w, const T *ahead_dy,
+                                         const T *ahead_x, double *out)
 {
     if (sizeof(T) == sizeof(float)) {
-        SUFFIX(norm_grad_sums_f32)((const float *)dy, (const float *)w, (const float *)x, mean, n, has_w, out);
+        SUFFIX(norm_grad_sums_f32)((const float *)dy, (const float *)w, (const float *)x, mean, n, has_w,
+                                   (const float *)ahead_dy, (const float *)ahead_x, out);
         return;
     }
     norm_v4d g0 = {0}, g1 = {0}, g2 = {0}, g3 = {0}, p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
     norm_v4d c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, d0, d1, d2, d3, x0, x1, x2, x3, w0, w1, w2, w3;
     int64_t i = 0;
     for (; i + NORM_LANES <= n; i += NORM_LANES) {
+        if (ahead_dy) { /* 16 doubles: two lines of each */
+            __builtin_prefetch(ahead_dy + i, 0, 2);
+            __builtin_prefetch(ahead_dy + i + 8, 0, 2);
+            __builtin_prefetch(ahead_x + i, 0, 2);
+            __builtin_prefetch(ahead_x + i + 8, 0, 2);
+        }
         NORM_LOAD16(d, dy + i);
         if (has_w) {
             NORM_LOAD16(w, w + i);
