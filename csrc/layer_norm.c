@@ -39,7 +39,9 @@ typedef struct {
     const void *dy, *x, *weight, *mean, *rstd;
     void *dx;
     double *partial_w, *partial_b; /* [block][cols] */
-    void *scratch;                 /* float32: [block][2][cols] row-chunk partials; NULL for float64 */
+    void *scratch;                 /* float32: [block][2] row-chunk partial rows, row_stride elements apart (placed
+                                    * clear of the inputs' page offsets, norm_common.h); NULL for float64 */
+    int64_t row_stride;
     int stream;                    /* non-temporal stores for dx (norm_common.h) */
 } ln_backward_ctx;
 
@@ -224,8 +226,12 @@ PYOPT_INLINE void SUFFIX(ln_backward_blocks)(const void *vctx, int64_t begin, in
         memset(pw, 0, (size_t)n * sizeof(double));
         memset(pb, 0, (size_t)n * sizeof(double));
         /* float64 rows accumulate straight into the float64 partials */
-        T *sw = c->scratch ? (T *)c->scratch + 2 * blk * n : (T *)pw, *sb = c->scratch ? sw + n : (T *)pb;
-        if (c->scratch) memset(sw, 0, (size_t)(2 * n) * sizeof(T));
+        T *sw = c->scratch ? (T *)c->scratch + 2 * blk * c->row_stride : (T *)pw;
+        T *sb = c->scratch ? sw + c->row_stride : (T *)pb;
+        if (c->scratch) {
+            memset(sw, 0, (size_t)n * sizeof(T));
+            memset(sb, 0, (size_t)n * sizeof(T));
+        }
         const int64_t r0 = blk * c->rows_per_block;
         const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
         if (c->weight) SUFFIX(ln_backward_rows)(c, r0, r1, pw, pb, sw, sb, 1);
@@ -266,15 +272,20 @@ int SUFFIX(pyopt_layer_norm_backward)(int64_t rows, int64_t cols, const T *dy, c
     const int64_t per = norm_rows_per_block(rows);
     const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
     const int chunked = sizeof(T) == sizeof(float);
+    const int64_t row_bytes = cols * (int64_t)sizeof(T), stride = norm_partial_stride(row_bytes);
     double *partial = NULL;
-    if (n_blocks > 0) {
-        partial = (double *)malloc((size_t)(2 * n_blocks * cols) * (sizeof(double) + (chunked ? sizeof(T) : 0)));
+    if (n_blocks > 0) { /* float64 partials, then (float32) the row-chunk rows, placed (norm_far_page_offset) */
+        partial = (double *)malloc((size_t)(2 * n_blocks * cols) * sizeof(double) +
+                                   (chunked ? (size_t)(2 * n_blocks * stride + 2 * NORM_PAGE_BYTES) : 0));
         if (!partial) return PYOPT_ERR_NO_MEMORY;
     }
+    const void *loaded[3] = {dy, x, dx};
     ln_backward_ctx ctx = {rows, cols, per, dy, x, weight, mean, rstd, dx, partial,
                            partial ? partial + n_blocks * cols : NULL,
-                           partial && chunked ? (void *)(partial + 2 * n_blocks * cols) : NULL,
-                           pyopt_stream_outputs(3 * rows * cols * (int64_t)sizeof(T))};
+                           partial && chunked ? norm_place_partials(partial + 2 * n_blocks * cols,
+                                                                    norm_far_page_offset(loaded, 3, row_bytes))
+                                              : NULL,
+                           stride / (int64_t)sizeof(T), pyopt_stream_outputs(3 * rows * cols * (int64_t)sizeof(T))};
     norm_parallel_items(&ctx, n_blocks, per * cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(ln_backward_avx2) : SUFFIX(ln_backward_base));
     /* zero rows: dweight = dbias = 0, the empty sum */

@@ -193,6 +193,51 @@ static inline void norm_parallel_items(const void *ctx, int64_t n_items, int64_t
 #define NORM_FLUSH_ROWS 16
 #define NORM_MIN_BLOCK_ROWS 8
 
+/* ---- Where the float32 row-chunk partials go ----
+ * The backward's second pass loads dy, x (and w) at column j and stores its dweight/dbias partials sw[j], sb[j]
+ * and dx.  When sw or sb starts at the same offset within a 4 KiB page as the rows being read (bits 11..0 of the
+ * addresses equal), the core takes the loads for dependent on those stores ("4K aliasing") and waits for them:
+ * LayerNorm backward at 2048x4096 took 16-25 ms instead of 6.6-7.7 with dy, x, dx page-aligned and the partials
+ * malloc'd at page offset 16 (an mmap'd block's, as numpy's large arrays get too), and whether a call hit it
+ * depended on the heap's history, so whole benchmark runs came out 3x slow.  Each partial row therefore starts
+ * at a page offset chosen per call, as far as possible (mod 4 KiB) from those of the arrays' first rows, and
+ * the rows lie whole pages apart so every block's rows keep it.  Placement only: the values are the same. */
+#define NORM_PAGE_BYTES 4096
+
+/* The offset within a page, a multiple of 256 bytes, farthest (circularly) from the page offsets of rows 0-3 of
+ * each of the n arrays (rows of row_bytes; later rows repeat these offsets when row_bytes is a multiple of 1 KiB,
+ * and pass through all of them otherwise, where no offset avoids every row). */
+static inline int64_t norm_far_page_offset(const void *const *arrays, int n, int64_t row_bytes)
+{
+    int64_t best = 0, best_gap = -1;
+    for (int64_t o = 0; o < NORM_PAGE_BYTES; o += 256) {
+        int64_t gap = NORM_PAGE_BYTES;
+        for (int a = 0; a < n; a++)
+            for (int64_t r = 0; r < 4; r++) {
+                const int64_t at = (int64_t)(((uintptr_t)arrays[a] + (uintptr_t)(r * row_bytes)) % NORM_PAGE_BYTES);
+                const int64_t d = (o - at + NORM_PAGE_BYTES) % NORM_PAGE_BYTES;
+                const int64_t circ = d < NORM_PAGE_BYTES - d ? d : NORM_PAGE_BYTES - d;
+                if (circ < gap) gap = circ;
+            }
+        if (gap > best_gap) best_gap = gap, best = o;
+    }
+    return best;
+}
+
+/* Bytes between consecutive partial rows of `row_bytes`: whole pages, so every row keeps the chosen offset. */
+static inline int64_t norm_partial_stride(int64_t row_bytes)
+{
+    return (row_bytes + NORM_PAGE_BYTES - 1) / NORM_PAGE_BYTES * NORM_PAGE_BYTES;
+}
+
+/* The first partial row inside a workspace whose partial rows begin at `start` (with 2 NORM_PAGE_BYTES to spare):
+ * the next page boundary plus the chosen offset. */
+static inline void *norm_place_partials(void *start, int64_t offset)
+{
+    const uintptr_t page = ((uintptr_t)start + NORM_PAGE_BYTES - 1) / NORM_PAGE_BYTES * NORM_PAGE_BYTES;
+    return (void *)(page + (uintptr_t)offset);
+}
+
 /* out[j] = sum over blocks of partial[block][j] in block order (norm_reduce_blocks in norm_lanes.h). */
 typedef struct {
     int64_t n_blocks, cols;

@@ -25,7 +25,9 @@ typedef struct {
     const void *dy, *x, *weight, *rstd;
     void *dx;
     double *partial_w; /* [block][cols] */
-    void *scratch;     /* float32: [block][cols] row-chunk partials; NULL for float64 */
+    void *scratch;     /* float32: [block] row-chunk partial rows, row_stride elements apart (placed clear of the
+                        * inputs' page offsets, norm_common.h); NULL for float64 */
+    int64_t row_stride;
     int stream;        /* non-temporal stores for dx */
 } rms_backward_ctx;
 
@@ -90,7 +92,7 @@ PYOPT_INLINE void SUFFIX(rms_backward_blocks)(const void *vctx, int64_t begin, i
     for (int64_t blk = begin; blk < end; blk++) {
         double *pw = c->partial_w + blk * n;
         memset(pw, 0, (size_t)n * sizeof(double));
-        T *sw = c->scratch ? (T *)c->scratch + blk * n : (T *)pw; /* float64 rows: straight into pw */
+        T *sw = c->scratch ? (T *)c->scratch + blk * c->row_stride : (T *)pw; /* float64 rows: straight into pw */
         if (c->scratch) memset(sw, 0, (size_t)n * sizeof(T));
         const int64_t r0 = blk * c->rows_per_block;
         const int64_t r1 = r0 + c->rows_per_block < c->rows ? r0 + c->rows_per_block : c->rows;
@@ -140,14 +142,19 @@ int SUFFIX(pyopt_rms_norm_backward)(int64_t rows, int64_t cols, const T *dy, con
     const int64_t per = norm_rows_per_block(rows);
     const int64_t n_blocks = rows > 0 ? (rows + per - 1) / per : 0;
     const int chunked = sizeof(T) == sizeof(float);
+    const int64_t row_bytes = cols * (int64_t)sizeof(T), stride = norm_partial_stride(row_bytes);
     double *partial = NULL;
-    if (n_blocks > 0) {
-        partial = (double *)malloc((size_t)(n_blocks * cols) * (sizeof(double) + (chunked ? sizeof(T) : 0)));
+    if (n_blocks > 0) { /* float64 partials, then (float32) the row-chunk rows, placed as in layer_norm.c */
+        partial = (double *)malloc((size_t)(n_blocks * cols) * sizeof(double) +
+                                   (chunked ? (size_t)(n_blocks * stride + 2 * NORM_PAGE_BYTES) : 0));
         if (!partial) return PYOPT_ERR_NO_MEMORY;
     }
+    const void *loaded[3] = {dy, x, dx};
     rms_backward_ctx ctx = {rows, cols, per, dy, x, weight, rstd, dx, partial,
-                            partial && chunked ? (void *)(partial + n_blocks * cols) : NULL,
-                            pyopt_stream_outputs(3 * rows * cols * (int64_t)sizeof(T))};
+                            partial && chunked ? norm_place_partials(partial + n_blocks * cols,
+                                                                     norm_far_page_offset(loaded, 3, row_bytes))
+                                               : NULL,
+                            stride / (int64_t)sizeof(T), pyopt_stream_outputs(3 * rows * cols * (int64_t)sizeof(T))};
     norm_parallel_items(&ctx, n_blocks, per * cols,
                         isa == PYOPT_ISA_AVX2 ? SUFFIX(rms_backward_avx2) : SUFFIX(rms_backward_base));
     norm_reduce_ctx red = {n_blocks, cols, partial, dweight};
