@@ -202,7 +202,8 @@ PYOPT_INLINE void SUFFIX(ln_backward_rows)(const ln_backward_ctx *c, int64_t r0,
                 SUFFIX(ln_backward_coef)(dyr + n, xr + n, w, mean[r + 1], rstd[r + 1], n, has_w,
                                          far1 ? dyr + 3 * n : NULL, far1 ? xr + 3 * n : NULL);
             const int64_t next = (r + 3 < r1 ? r + 2 : r) * n;
-            NORM_STORE_ROW2(T, dx + r * n, n, stream_pairs, dy + next, x + next, j, o0, o1,
+            NORM_STORE_ROW2(T, dx + r * n, n, stream_pairs, dy + next, x + next,
+                            ((const void *[]){dyr, xr, dyr + n, xr + n, w, sw, sb}), j, o0, o1,
                             SUFFIX(ln_dx2)(j, n, dyr, xr, w, &cf, &cf1, sw, sb, has_w, o0, o1));
             r += 2;
         } else {

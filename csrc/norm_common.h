@@ -314,6 +314,32 @@ static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t 
     return head < n ? head : n;
 }
 
+/* Streamed stores wait in the store queue until their line goes out, and a later load whose address matches a
+ * queued store's in bits 11..0 is held back until that store is done ("4K aliasing").  Lines written upward
+ * thus stall the next lines' loads of any row whose page offset lies just behind the output's (by less than
+ * NORM_ALIAS_BYTES); written downward, of any row just ahead of it.  Where it was measured to matter: the
+ * LayerNorm backward's row pairs (NORM_STORE_ROW2) with rows of whole pages, so that every row of dy, x, dx
+ * keeps its page offset and an unlucky one stalls every line.  At 2048x4096 with dy page-aligned and dx 16-128
+ * bytes past it, 12.2-27.7 ms upward against 6.1-6.8 ms downward (5-7 ms at other offsets either way; downward
+ * is as slow at 64-128 bytes before it).  Not used elsewhere: at 8192x768 (offsets drifting from row to row)
+ * upward was not slow and downward 1.2x slower; RMSNorm's backward at 2048x4096 was not slow upward with dx
+ * 64-128 bytes past dy and 1.2-1.4x slower downward.  Whether a row of row_bytes of dst goes down, given the
+ * rows its pass loads (src, NULL entries skipped): rows of whole pages, and more of src in the upward danger
+ * zone than in the downward one. */
+#define NORM_ALIAS_BYTES 256
+static inline int norm_lines_down(const void *dst, int64_t row_bytes, const void *const *src, int n_src)
+{
+    if (row_bytes % NORM_PAGE_BYTES) return 0;
+    int up = 0, down = 0;
+    for (int k = 0; k < n_src; k++) {
+        if (!src[k]) continue;
+        const uintptr_t d = ((uintptr_t)dst - (uintptr_t)src[k]) % NORM_PAGE_BYTES;
+        up += d > 0 && d < NORM_ALIAS_BYTES;
+        down += d > NORM_PAGE_BYTES - NORM_ALIAS_BYTES;
+    }
+    return up > down;
+}
+
 /* The output pass of a row: for (j = 0; j < n; j++) dst[j] = EXPR (EXPR uses j and may update per-element
  * accumulators such as dweight partials).  With `stream`, whole 64-byte lines of dst are computed into a line
  * buffer and streamed (see above), and each line prefetches the same span of the next row's inputs `ahead_a`,
@@ -348,8 +374,25 @@ static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t 
 /* NORM_STORE_ROW for two consecutive rows at once (dst1 = dst0 + n): STMT sets both outputs of element j through
  * the pointers P0 and P1 (and may update per-element accumulators once for the pair).  With `stream` the rows
  * must lie a whole number of lines apart (n * sizeof(T) a multiple of NORM_LINE_BYTES), so they share the head;
- * each line prefetches the same span of the next pair (ahead_a, ahead_b and the rows after them). */
-#define NORM_STORE_ROW2(T, dst0, n, stream, ahead_a, ahead_b, j, P0, P1, STMT)                   \
+ * each line prefetches the same span of the next pair (ahead_a, ahead_b and the rows after them), and the lines
+ * go down when norm_lines_down says so for either output row against the rows in SRC. */
+#define NORM_STREAM_LINE2_(T, d0_, d1_, n_, at_, pa_, pb_, j, P0, P1, STMT)                 \
+    do {                                                                                    \
+        enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                       \
+        T l0_[LINE_] __attribute__((aligned(64))), l1_[LINE_] __attribute__((aligned(64))); \
+        __builtin_prefetch(pa_ + at_, 0, 2);                                                \
+        __builtin_prefetch(pa_ + n_ + at_, 0, 2);                                           \
+        __builtin_prefetch(pb_ + at_, 0, 2);                                                \
+        __builtin_prefetch(pb_ + n_ + at_, 0, 2);                                           \
+        _Pragma("omp simd") for (int64_t k_ = 0; k_ < LINE_; k_++) {                        \
+            const int64_t j = at_ + k_;                                                     \
+            T *P0 = l0_ + k_, *P1 = l1_ + k_;                                               \
+            STMT;                                                                           \
+        }                                                                                   \
+        norm_stream_line(d0_ + at_, l0_, sizeof(T));                                        \
+        norm_stream_line(d1_ + at_, l1_, sizeof(T));                                        \
+    } while (0)
+#define NORM_STORE_ROW2(T, dst0, n, stream, ahead_a, ahead_b, SRC, j, P0, P1, STMT)              \
     do {                                                                                    \
         T *restrict d0_ = (dst0);                                                           \
         const int64_t n_ = (n);                                                             \
@@ -359,24 +402,20 @@ static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t 
             const T *pa_ = (ahead_a), *pb_ = (ahead_b);                                     \
             const int64_t head_ = norm_line_head(d0_, sizeof(T), n_);                       \
             enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                   \
+            const int64_t end_ = head_ + (n_ - head_) / LINE_ * LINE_, rb_ = n_ * (int64_t)sizeof(T); \
+            const int nsrc_ = sizeof(SRC) / sizeof(const void *);                           \
             _Pragma("omp simd") for (int64_t j = 0; j < head_; j++) {                       \
                 T *P0 = d0_ + j, *P1 = d1_ + j;                                             \
                 STMT;                                                                       \
             }                                                                               \
-            for (at_ = head_; at_ + LINE_ <= n_; at_ += LINE_) {                            \
-                T l0_[LINE_] __attribute__((aligned(64))), l1_[LINE_] __attribute__((aligned(64))); \
-                __builtin_prefetch(pa_ + at_, 0, 2);                                        \
-                __builtin_prefetch(pa_ + n_ + at_, 0, 2);                                   \
-                __builtin_prefetch(pb_ + at_, 0, 2);                                        \
-                __builtin_prefetch(pb_ + n_ + at_, 0, 2);                                   \
-                _Pragma("omp simd") for (int64_t k_ = 0; k_ < LINE_; k_++) {                \
-                    const int64_t j = at_ + k_;                                             \
-                    T *P0 = l0_ + k_, *P1 = l1_ + k_;                                       \
-                    STMT;                                                                   \
-                }                                                                           \
-                norm_stream_line(d0_ + at_, l0_, sizeof(T));                                \
-                norm_stream_line(d1_ + at_, l1_, sizeof(T));                                \
+            if (norm_lines_down(d0_, rb_, SRC, nsrc_) || norm_lines_down(d1_, rb_, SRC, nsrc_)) { \
+                for (at_ = end_ - LINE_; at_ >= head_; at_ -= LINE_)                        \
+                    NORM_STREAM_LINE2_(T, d0_, d1_, n_, at_, pa_, pb_, j, P0, P1, STMT);    \
+            } else {                                                                        \
+                for (at_ = head_; at_ < end_; at_ += LINE_)                                 \
+                    NORM_STREAM_LINE2_(T, d0_, d1_, n_, at_, pa_, pb_, j, P0, P1, STMT);    \
             }                                                                               \
+            at_ = end_;                                                                     \
         }                                                                                   \
         _Pragma("omp simd") for (int64_t j = at_; j < n_; j++) {                            \
             T *P0 = d0_ + j, *P1 = d1_ + j;                                                 \

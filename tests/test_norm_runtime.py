@@ -117,3 +117,42 @@ def test_cache_bytes_default_to_the_last_level_cache_and_can_be_set():
     assert pyopt._c.cache_bytes() == default
     with pytest.raises(ValueError, match="nbytes"):
         pyopt._c.set_cache_bytes(-5)
+
+
+def _at_page_offset(shape, dtype, offset_bytes, fill=np.nan):
+    """A C-contiguous array starting ``offset_bytes`` past a 4 KiB page boundary (NaN guard bands around it), and
+    the buffer holding it."""
+    itemsize, size = np.dtype(dtype).itemsize, int(np.prod(shape))
+    raw = np.empty(size * itemsize + 3 * 4096, np.uint8)
+    start = (-raw.ctypes.data) % 4096 + 4096 + offset_bytes
+    buf = raw[start - 4096:start + size * itemsize + 1024].view(dtype)
+    buf[...] = fill
+    return buf[4096 // itemsize:4096 // itemsize + size].reshape(shape), buf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dx_offset", [0, 16, 64, 128, 4032])
+def test_layer_norm_backward_rows_of_whole_pages_streamed_either_way_are_the_same_bits(dtype, dx_offset):
+    """With rows of whole 4 KiB pages, the backward's streamed row pairs are written from their last line down
+    when dx sits just past dy or x in the page (norm_lines_down: 16-128 bytes here), upward otherwise: dx,
+    dweight and dbias are bitwise those of cached stores, and nothing outside dx is written."""
+    rng = np.random.default_rng(dx_offset)
+    cols = 4096 // np.dtype(dtype).itemsize
+    dy, _ = _at_page_offset((7, cols), dtype, 0, 0.0)
+    x, _ = _at_page_offset((7, cols), dtype, 0, 0.0)
+    dy[...], x[...] = randn(rng, dy.shape, dtype), off_centre(rng, x.shape, dtype)
+    w = off_centre(rng, (cols,), dtype, 1.0, 0.5)
+    _, mean, rstd = F.layer_norm(x, (cols,), w, None, backend="c")
+    results = {}
+    for threshold in (None, 0):
+        dx, guard = _at_page_offset((7, cols), dtype, dx_offset)
+        previous = pyopt._c.set_cache_bytes(threshold)
+        try:
+            results[threshold] = F.layer_norm_backward(dy, x, w, mean, rstd, (cols,), out=dx, backend="c")
+        finally:
+            pyopt._c.set_cache_bytes(previous)
+        outside = np.concatenate([guard[:4096 // dx.itemsize], guard[4096 // dx.itemsize + dx.size:]])
+        assert np.isnan(outside).all(), threshold
+        assert not np.isnan(dx).any(), threshold
+    for k, (cached, streamed) in enumerate(zip(results[None], results[0])):
+        np.testing.assert_array_equal(streamed, cached, err_msg=f"output {k}")
