@@ -195,13 +195,14 @@ static inline void norm_parallel_items(const void *ctx, int64_t n_items, int64_t
 
 /* ---- Where the float32 row-chunk partials go ----
  * The backward's second pass loads dy, x (and w) at column j and stores its dweight/dbias partials sw[j], sb[j]
- * and dx.  When sw or sb starts at the same offset within a 4 KiB page as the rows being read (bits 11..0 of the
- * addresses equal), the core takes the loads for dependent on those stores ("4K aliasing") and waits for them:
- * LayerNorm backward at 2048x4096 took 16-25 ms instead of 6.6-7.7 with dy, x, dx page-aligned and the partials
- * malloc'd at page offset 16 (an mmap'd block's, as numpy's large arrays get too), and whether a call hit it
- * depended on the heap's history, so whole benchmark runs came out 3x slow.  Each partial row therefore starts
- * at a page offset chosen per call, as far as possible (mod 4 KiB) from those of the arrays' first rows, and
- * the rows lie whole pages apart so every block's rows keep it.  Placement only: the values are the same. */
+ * and dx.  When sw or sb lies just past the rows being read within a 4 KiB page (bits 11..0 of the addresses
+ * nearly equal), the core takes the loads for dependent on those stores ("4K aliasing") and waits for them:
+ * LayerNorm backward at 2048x4096 took 16.3 ms instead of 7.4 with dy, x, dx page-aligned and the partials at
+ * page offset 16 (where malloc puts an mmap'd block, as numpy's large arrays get) rather than 1024, and which
+ * offset malloc returned depended on the heap's history (it serves from the heap once a large block has been
+ * freed).  Each partial row therefore starts at a page offset chosen per call, as far as possible (mod 4 KiB)
+ * from those of the arrays' first rows, and the rows lie whole pages apart so every block's rows keep it.
+ * Placement only: the values are the same. */
 #define NORM_PAGE_BYTES 4096
 
 /* The offset within a page, a multiple of 256 bytes, farthest (circularly) from the page offsets of rows 0-3 of
@@ -320,7 +321,7 @@ static inline int64_t norm_line_head(const void *dst, size_t elem_size, int64_t 
  * NORM_ALIAS_BYTES); written downward, of any row just ahead of it.  Where it was measured to matter: the
  * LayerNorm backward's row pairs (NORM_STORE_ROW2) with rows of whole pages, so that every row of dy, x, dx
  * keeps its page offset and an unlucky one stalls every line.  At 2048x4096 with dy page-aligned and dx 16-128
- * bytes past it, 12.2-27.7 ms upward against 6.1-6.8 ms downward (5-7 ms at other offsets either way; downward
+ * bytes past it, 12.2-27.7 ms upward against 6.1-8.5 ms downward (5-7 ms at other offsets either way; downward
  * is as slow at 64-128 bytes before it).  Not used elsewhere: at 8192x768 (offsets drifting from row to row)
  * upward was not slow and downward 1.2x slower; RMSNorm's backward at 2048x4096 was not slow upward with dx
  * 64-128 bytes past dy and 1.2-1.4x slower downward.  Whether a row of row_bytes of dst goes down, given the
