@@ -279,8 +279,10 @@ def test_reference_matches_torch_in_float64(rng):
 
 @PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
+# (6, 37, 7, 7): backward channel groups of 18 with 1 thread, 9 with 2 (a last group of 1 either way);
+# 1 channel: fewer than 2 threads
 @pytest.mark.parametrize("shape,axis", [((16, 8, 30, 30), 1), ((16, 30, 30, 8), -1), ((4, 3, 40000), 1),
-                                        ((3, 1, 5, 7), 1)], ids=str)  # 1 channel: fewer than 2 threads
+                                        ((6, 37, 7, 7), 1), ((3, 1, 5, 7), 1)], ids=str)
 def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, cache, rng):
     x, w, b, rm, rv = make(rng, shape, axis, dtype)
     dy = randn(rng, shape, dtype)
