@@ -153,6 +153,10 @@ static inline void bn_prefetch_run(const void *run, int64_t bytes)
  * Not done: pipelining group g + 1's sums with group g's dx row by row (1.0x: no better than one channel at a
  * time), and the forward in groups (1.16-1.32x slower than by channel, whose next channel's runs arrive
  * in L2 while the current one streams out). */
+/* dx = a ((dy - b) - xhat q), xhat = ((x - h) - l) r: a = w rstd, b = mean(dy), h + l = the mean of x split in two
+ * (NORM_SPLIT), r = rstd, q = mean(dy xhat) */
+#define BN_DX_VALUE(dy, x, a, b, h, l, r, q) ((a) * (((dy) - (b)) - ((((x) - (h)) - (l)) * (r)) * (q)))
+
 #define BN_GROUP_BYTES 12288
 #define BN_GROUP_MAX 32
 
@@ -348,7 +352,7 @@ PYOPT_INLINE void SUFFIX(bn_apply)(const bn_ctx *ctx, int64_t begin, int64_t end
         if (backward) {
             const T *dyr = dy + off;
             const T q = k3[c], r = k4[c];
-            NORM_STORE_ROW(T, o, len, stream, NULL, NULL, i, a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q));
+            NORM_STORE_ROW(T, o, len, stream, NULL, NULL, i, BN_DX_VALUE(dyr[i], xr[i], a, b, h, l, r, q));
         } else {
             NORM_STORE_ROW(T, o, len, stream, NULL, NULL, i, ((xr[i] - h) - l) * a + b);
         }
@@ -462,19 +466,58 @@ PYOPT_INLINE void SUFFIX(bn_group_sums_row)(const bn_chan_ctx *c, int64_t c0, in
     }
 }
 
-/* Writes row o's dx runs of channels [c0, c0 + m) (dy and x read again, from cache), prefetching into L2 the
- * runs of row o of the next m_next channels (the next group's), which then arrive while these stream out. */
+/* element j of a group's stretch, whose channel is k (K's constants) */
+#define BN_DX(K, k, dyr, xr, j) \
+    BN_DX_VALUE((dyr)[j], (xr)[j], (K)->a[k], (K)->b[k], (K)->h[k], (K)->l[k], (K)->r[k], (K)->q[k])
+
+/* Writes row o's dx runs of channels [c0, c0 + m), dy and x read again from cache.  The runs lie side by side
+ * and are streamed as one stretch: a line that holds the end of one run and the start of the next takes each
+ * element's own channel, where storing run by run would write it in two plain halves (the line read from memory
+ * first, then written back: 64 x 256 x 14 x 14, one such line in 12 per 784-byte run, 1.1x the time).  Each
+ * line prefetches into L2 the same line of the next group's stretch (m_next channels), which then arrives while
+ * this one streams out. */
 PYOPT_INLINE void SUFFIX(bn_group_dx_row)(const bn_chan_ctx *c, int64_t c0, int64_t m, int64_t m_next, int64_t o,
                                           const SUFFIX(bn_group_dx) *K)
 {
-    const int64_t C = c->channels, inner = c->inner;
-    for (int64_t k = 0; k < m; k++) {
-        const int64_t off = (o * C + c0 + k) * inner;
-        const T *xr = (const T *)c->x + off, *dyr = (const T *)c->dy + off;
-        const T *ahead_dy = k < m_next ? dyr + m * inner : NULL, *ahead_x = k < m_next ? xr + m * inner : NULL;
+    const int64_t inner = c->inner, n = m * inner, off = (o * c->channels + c0) * inner, n_next = m_next * inner;
+    const T *dyr = (const T *)c->dy + off, *xr = (const T *)c->x + off;
+    T *restrict dst = (T *)c->out + off;
+    enum { LINE = NORM_LINE_BYTES / sizeof(T) };
+    const int64_t head = c->stream ? norm_line_head(dst, sizeof(T), n) : 0;
+    const int64_t body_end = c->stream ? head + (n - head) / LINE * LINE : 0;
+    int64_t k = 0, run_end = inner; /* the channel of the element at hand and the end of its run */
+    for (int64_t j = 0; j < head; j++) {
+        while (j >= run_end) k++, run_end += inner;
+        dst[j] = BN_DX(K, k, dyr, xr, j);
+    }
+    for (int64_t at = head; at < body_end; at += LINE) {
+        T line[LINE] __attribute__((aligned(64)));
+        if (at < n_next) {
+            __builtin_prefetch(dyr + n + at, 0, 2);
+            __builtin_prefetch(xr + n + at, 0, 2);
+        }
+        while (at >= run_end) k++, run_end += inner;
+        if (at + LINE <= run_end) { /* within one run */
+            const T h = K->h[k], l = K->l[k], a = K->a[k], b = K->b[k], q = K->q[k], r = K->r[k];
+#pragma omp simd
+            for (int64_t e = 0; e < LINE; e++)
+                line[e] = BN_DX_VALUE(dyr[at + e], xr[at + e], a, b, h, l, r, q);
+        } else {
+            int64_t kk = k, end = run_end;
+            for (int64_t e = 0; e < LINE; e++) {
+                while (at + e >= end) kk++, end += inner;
+                line[e] = BN_DX(K, kk, dyr, xr, at + e);
+            }
+        }
+        norm_stream_line(dst + at, line, sizeof(T));
+    }
+    for (int64_t j = body_end; j < n;) { /* the tail (everything when not streaming), run by run */
+        while (j >= run_end) k++, run_end += inner;
+        const int64_t stop = run_end < n ? run_end : n;
         const T h = K->h[k], l = K->l[k], a = K->a[k], b = K->b[k], q = K->q[k], r = K->r[k];
-        NORM_STORE_ROW(T, (T *)c->out + off, inner, c->stream, ahead_dy, ahead_x, i,
-                       a * ((dyr[i] - b) - (((xr[i] - h) - l) * r) * q));
+#pragma omp simd
+        for (int64_t i = j; i < stop; i++) dst[i] = BN_DX_VALUE(dyr[i], xr[i], a, b, h, l, r, q);
+        j = stop;
     }
 }
 

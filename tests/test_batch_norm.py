@@ -464,24 +464,33 @@ def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, cache, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("inner", [1 + 16, 50, 64 + 3])
-def test_channel_path_streams_the_same_bits_inside_guard_bands(inner, dtype, rng):
-    """The channel-by-channel path with streamed outputs (a cache model small enough that the call streams but a
-    channel still fits): bitwise what its plain stores give, at several offsets from a line, margins untouched.
+@pytest.mark.parametrize("inner", [13, 1 + 16, 50, 64 + 3])
+@pytest.mark.parametrize("n_channels,cache_channels", [(9, 8), (37, 32)], ids=str)
+def test_channel_path_streams_the_same_bits_inside_guard_bands(n_channels, cache_channels, inner, dtype, rng):
+    """The channel path with streamed outputs (a cache model small enough that the call streams but a channel
+    still fits): bitwise what its plain stores give, at several offsets from a line, with 1 and 2 threads,
+    margins untouched.  The backward streams a group's runs as one stretch, so lines that hold the end of one
+    run and the start of the next (or several runs of 13) take each element's own channel; cache_channels
+    bounds the group (a quarter of the modelled cache: 2 channels, then 8; 4 groups or more per thread).
     """
-    shape = (4, 9, inner)
+    shape = (4, n_channels, inner)
     x, w, b, _, _ = make(rng, shape, 1, dtype)
     dy = randn(rng, shape, dtype)
     results = {}
-    for cache in (None, 8 * shape[0] * inner * np.dtype(dtype).itemsize * 2):  # channel (x, dy) = 1/4 of it
-        for pad in (0, 3, 5):
-            y, ybuf = guarded(shape, dtype, pad)
-            dx, dxbuf = guarded(shape, dtype, pad)
-            with cache_model(cache):
-                _, sm, sr = F.batch_norm(x, w, b, training=True, out=y, backend="c")
-                F.batch_norm_backward(dy, x, w, sm, sr, out=dx, backend="c")
-            assert margins_untouched(ybuf, pad) and margins_untouched(dxbuf, pad)
-            results[cache, pad] = (y, dx, sm, sr)
-    for (cache, pad), arrays in results.items():
-        for k, (got, want) in enumerate(zip(arrays, results[None, 0])):
-            assert_bitwise(got, want, f"output {k} with cache model {cache}, pad {pad}")
+    previous = pyopt.get_num_threads()
+    try:
+        for cache in (None, cache_channels * shape[0] * inner * np.dtype(dtype).itemsize * 2):  # channel: x, dy
+            for pad, threads in ((0, 1), (0, 2), (3, 2), (5, 1)):
+                pyopt.set_num_threads(threads)
+                y, ybuf = guarded(shape, dtype, pad)
+                dx, dxbuf = guarded(shape, dtype, pad)
+                with cache_model(cache):
+                    _, sm, sr = F.batch_norm(x, w, b, training=True, out=y, backend="c")
+                    F.batch_norm_backward(dy, x, w, sm, sr, out=dx, backend="c")
+                assert margins_untouched(ybuf, pad) and margins_untouched(dxbuf, pad)
+                results[cache, pad, threads] = (y, dx, sm, sr)
+    finally:
+        pyopt.set_num_threads(previous)
+    for key, arrays in results.items():
+        for k, (got, want) in enumerate(zip(arrays, results[None, 0, 1])):
+            assert_bitwise(got, want, f"output {k} with cache model, pad, threads {key}")
