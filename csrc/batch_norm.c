@@ -152,10 +152,58 @@ static inline void bn_prefetch_run(const void *run, int64_t bytes)
  * streamed dx) agreed (2.5-2.8 ms by channel, 1.7-1.9 ms in 6-12 KB groups, 2 KB as slow as by channel).
  * Not done: pipelining group g + 1's sums with group g's dx row by row (1.0x: no better than one channel at a
  * time), and the forward in groups (1.16-1.32x slower than by channel, whose next channel's runs arrive
- * in L2 while the current one streams out). */
+ * in L2 while the current one streams out; 1.0-1.02x with its rows streamed as stretches, BN_STORE_STRETCH). */
 /* dx = a ((dy - b) - xhat q), xhat = ((x - h) - l) r: a = w rstd, b = mean(dy), h + l = the mean of x split in two
  * (NORM_SPLIT), r = rstd, q = mean(dy xhat) */
 #define BN_DX_VALUE(dy, x, a, b, h, l, r, q) ((a) * (((dy) - (b)) - ((((x) - (h)) - (l)) * (r)) * (q)))
+
+/* dst[j] = EXPR for j < n, a group's stretch of runs of `inner` (k in EXPR: the channel of element j within the
+ * group).  Streamed (stream: whole lines non-temporal, the partial ones at the ends plain), a line that holds the
+ * end of one run and the start of the next takes each element's own channel; stored run by run, such a line would
+ * be written in two plain halves (read from memory first, then written back: at 64 x 256 x 14 x 14 one line in 12
+ * of a 784-byte run, 1.1x the time).  Each streamed line prefetches into L2 the same line of ahead_a, ahead_b (the
+ * next group's stretch; NULL: none) while j < n_ahead. */
+#define BN_STORE_STRETCH(T, dst, n, inner, stream, n_ahead, ahead_a, ahead_b, k, j, EXPR)                          \
+    do {                                                                                                            \
+        T *restrict d_ = (dst);                                                                                     \
+        const int64_t n_ = (n), run_ = (inner), na_ = (n_ahead);                                                    \
+        const T *pa_ = (ahead_a), *pb_ = (ahead_b);                                                                 \
+        enum { LINE_ = NORM_LINE_BYTES / sizeof(T) };                                                               \
+        const int64_t head_ = (stream) ? norm_line_head(d_, sizeof(T), n_) : 0;                                     \
+        const int64_t body_ = (stream) ? head_ + (n_ - head_) / LINE_ * LINE_ : 0;                                  \
+        int64_t k = 0, end_ = run_; /* the channel at hand and the end of its run */                                \
+        for (int64_t j = 0; j < head_; j++) {                                                                       \
+            while (j >= end_) k++, end_ += run_;                                                                    \
+            d_[j] = (EXPR);                                                                                         \
+        }                                                                                                           \
+        for (int64_t at_ = head_; at_ < body_; at_ += LINE_) {                                                      \
+            T line_[LINE_] __attribute__((aligned(64)));                                                            \
+            if (at_ < na_) {                                                                                        \
+                if (pa_) __builtin_prefetch(pa_ + at_, 0, 2);                                                       \
+                if (pb_) __builtin_prefetch(pb_ + at_, 0, 2);                                                       \
+            }                                                                                                       \
+            while (at_ >= end_) k++, end_ += run_;                                                                  \
+            if (at_ + LINE_ <= end_) { /* within one run */                                                         \
+                _Pragma("omp simd") for (int64_t e_ = 0; e_ < LINE_; e_++) {                                        \
+                    const int64_t j = at_ + e_;                                                                     \
+                    line_[e_] = (EXPR);                                                                             \
+                }                                                                                                   \
+            } else {                                                                                                \
+                for (int64_t e_ = 0; e_ < LINE_; e_++) {                                                            \
+                    const int64_t j = at_ + e_;                                                                     \
+                    while (j >= end_) k++, end_ += run_;                                                            \
+                    line_[e_] = (EXPR);                                                                             \
+                }                                                                                                   \
+            }                                                                                                       \
+            norm_stream_line(d_ + at_, line_, sizeof(T));                                                           \
+        }                                                                                                           \
+        for (int64_t j0_ = body_; j0_ < n_;) { /* the tail (everything when not streaming), run by run */          \
+            while (j0_ >= end_) k++, end_ += run_;                                                                  \
+            const int64_t stop_ = end_ < n_ ? end_ : n_;                                                            \
+            _Pragma("omp simd") for (int64_t j = j0_; j < stop_; j++) d_[j] = (EXPR);                               \
+            j0_ = stop_;                                                                                            \
+        }                                                                                                           \
+    } while (0)
 
 #define BN_GROUP_BYTES 12288
 #define BN_GROUP_MAX 32
@@ -466,59 +514,15 @@ PYOPT_INLINE void SUFFIX(bn_group_sums_row)(const bn_chan_ctx *c, int64_t c0, in
     }
 }
 
-/* element j of a group's stretch, whose channel is k (K's constants) */
-#define BN_DX(K, k, dyr, xr, j) \
-    BN_DX_VALUE((dyr)[j], (xr)[j], (K)->a[k], (K)->b[k], (K)->h[k], (K)->l[k], (K)->r[k], (K)->q[k])
-
-/* Writes row o's dx runs of channels [c0, c0 + m), dy and x read again from cache.  The runs lie side by side
- * and are streamed as one stretch: a line that holds the end of one run and the start of the next takes each
- * element's own channel, where storing run by run would write it in two plain halves (the line read from memory
- * first, then written back: 64 x 256 x 14 x 14, one such line in 12 per 784-byte run, 1.1x the time).  Each
- * line prefetches into L2 the same line of the next group's stretch (m_next channels), which then arrives while
- * this one streams out. */
+/* Writes row o's dx runs of channels [c0, c0 + m) as one stretch (BN_STORE_STRETCH), dy and x read again from
+ * cache, prefetching the next group's stretch (m_next channels), which then arrives while this one streams out. */
 PYOPT_INLINE void SUFFIX(bn_group_dx_row)(const bn_chan_ctx *c, int64_t c0, int64_t m, int64_t m_next, int64_t o,
                                           const SUFFIX(bn_group_dx) *K)
 {
-    const int64_t inner = c->inner, n = m * inner, off = (o * c->channels + c0) * inner, n_next = m_next * inner;
+    const int64_t inner = c->inner, n = m * inner, off = (o * c->channels + c0) * inner;
     const T *dyr = (const T *)c->dy + off, *xr = (const T *)c->x + off;
-    T *restrict dst = (T *)c->out + off;
-    enum { LINE = NORM_LINE_BYTES / sizeof(T) };
-    const int64_t head = c->stream ? norm_line_head(dst, sizeof(T), n) : 0;
-    const int64_t body_end = c->stream ? head + (n - head) / LINE * LINE : 0;
-    int64_t k = 0, run_end = inner; /* the channel of the element at hand and the end of its run */
-    for (int64_t j = 0; j < head; j++) {
-        while (j >= run_end) k++, run_end += inner;
-        dst[j] = BN_DX(K, k, dyr, xr, j);
-    }
-    for (int64_t at = head; at < body_end; at += LINE) {
-        T line[LINE] __attribute__((aligned(64)));
-        if (at < n_next) {
-            __builtin_prefetch(dyr + n + at, 0, 2);
-            __builtin_prefetch(xr + n + at, 0, 2);
-        }
-        while (at >= run_end) k++, run_end += inner;
-        if (at + LINE <= run_end) { /* within one run */
-            const T h = K->h[k], l = K->l[k], a = K->a[k], b = K->b[k], q = K->q[k], r = K->r[k];
-#pragma omp simd
-            for (int64_t e = 0; e < LINE; e++)
-                line[e] = BN_DX_VALUE(dyr[at + e], xr[at + e], a, b, h, l, r, q);
-        } else {
-            int64_t kk = k, end = run_end;
-            for (int64_t e = 0; e < LINE; e++) {
-                while (at + e >= end) kk++, end += inner;
-                line[e] = BN_DX(K, kk, dyr, xr, at + e);
-            }
-        }
-        norm_stream_line(dst + at, line, sizeof(T));
-    }
-    for (int64_t j = body_end; j < n;) { /* the tail (everything when not streaming), run by run */
-        while (j >= run_end) k++, run_end += inner;
-        const int64_t stop = run_end < n ? run_end : n;
-        const T h = K->h[k], l = K->l[k], a = K->a[k], b = K->b[k], q = K->q[k], r = K->r[k];
-#pragma omp simd
-        for (int64_t i = j; i < stop; i++) dst[i] = BN_DX_VALUE(dyr[i], xr[i], a, b, h, l, r, q);
-        j = stop;
-    }
+    BN_STORE_STRETCH(T, (T *)c->out + off, n, inner, c->stream, m_next * inner, dyr + n, xr + n, k, j,
+                     BN_DX_VALUE(dyr[j], xr[j], K->a[k], K->b[k], K->h[k], K->l[k], K->r[k], K->q[k]));
 }
 
 /* Backward with batch statistics, groups [begin, end) of c->group channels (bn_group_channels): each channel's
