@@ -88,8 +88,7 @@ def bench(args):
                 notes += [n for n in case_notes if n not in notes]
                 numel = int(np.prod(harness_norms.shape_of(shape)))
                 probe = harness.probe_rw43(numel, args.repeats, cache_resident=False)
-                triad = harness.probe_triad(numel, args.repeats)  # the norm issue's roofline
-                norm_measured.append((op, shape, results, probe, triad))
+                norm_measured.append((op, shape, results, probe))
                 progress.advance(task)
         probes_end = {case.name: harness.probe_rw43(case.numel, args.repeats, cache_resident=cache_resident)
                       for case, cache_resident in cases}
@@ -98,8 +97,8 @@ def bench(args):
     roofline = {name: min(probes[name].median, probes_end[name].median) for name in probes}
     for op, case, timings in measured:
         rows += _rows(op, case, timings, roofline[case.name], pyopt_backends[0])
-    for op, shape, results, probe, triad in norm_measured:
-        rows += _norm_rows(op, shape, results, probe, triad, pyopt_backends[0])
+    for op, shape, results, probe in norm_measured:
+        rows += _norm_rows(op, shape, results, probe, pyopt_backends[0])
     table = Table(title="optimizer steps: median of interleaved repeats; GB/s from the minimum bytes; % of the "
                         "read-4/write-3 probe at the same size; faults/call: median minor page faults during a timed "
                         "call; speedup = contender time / pyopt time")
@@ -144,13 +143,15 @@ def _rows(op, case, timings, probe_seconds, first_backend):
     return rows
 
 
-def _norm_rows(op, shape_text, results, probe, triad, first_backend):
+def _norm_rows(op, shape_text, results, probe, first_backend):
+    """Table rows of a norm case; each pass's % triad is against the triad timed in its own rounds."""
     shape = harness_norms.shape_of(shape_text)
     numel = int(np.prod(shape))
     probe_gbs = 28 * numel / probe.median / 1e9
-    triad_gbs = 12 * numel / triad.median / 1e9
     rows = []
     for which, timings in results.items():
+        timings = dict(timings)
+        triad_gbs = 12 * numel / timings.pop(harness_norms.TRIAD).median / 1e9
         nbytes = harness_norms.norm_bytes(op, shape, 4, which)
         base = timings.get(f"pyopt-{first_backend}")
         for name, t in timings.items():

@@ -98,13 +98,18 @@ def interleaved(contenders, repeats, warmup=1, settle=True):
 
 
 # ---- the bandwidth probe ----
-def _probe(kernel, values, numel, bytes_per_elem, repeats, cache_resident):
-    """Timing of ``kernel(*arrays, 0.5, numel)`` over float32 arrays filled with ``values``, rotating over buffer
-    sets as the cases of the same size do (buffer_sets)."""
+def _probe_fn(kernel, values, numel, bytes_per_elem, cache_resident):
+    """fn(r): one call of ``kernel(*arrays, 0.5, numel)`` over float32 arrays filled with ``values``, repeat r on
+    buffer set r mod n, rotating as the cases of the same size do (buffer_sets)."""
     sets = [[np.full(numel, v, np.float32) for v in values]
             for _ in range(buffer_sets(bytes_per_elem * numel, cache_resident=cache_resident))]
     ptrs = [[_c.ffi.from_buffer("float[]", a) for a in s] for s in sets]
-    return interleaved({"probe": lambda r: kernel(*ptrs[r % len(ptrs)], 0.5, numel)}, repeats)["probe"]
+    return lambda r: kernel(*ptrs[r % len(ptrs)], 0.5, numel)
+
+
+def _probe(kernel, values, numel, bytes_per_elem, repeats, cache_resident):
+    """Timing of the probe _probe_fn describes, on its own."""
+    return interleaved({"probe": _probe_fn(kernel, values, numel, bytes_per_elem, cache_resident)}, repeats)["probe"]
 
 
 def probe_rw43(numel, repeats=7, *, cache_resident):
@@ -112,11 +117,16 @@ def probe_rw43(numel, repeats=7, *, cache_resident):
     return _probe(_c.lib.pyopt_probe_rw43_f32, (1.0, 0.5, 0.25, 0.125), numel, 28, repeats, cache_resident)
 
 
+def triad_fn(numel):
+    """fn(r): one STREAM triad a = b + s*c over ``numel`` float32 (12 bytes/elem), rotating over buffer sets as
+    the out-of-cache cases do: a triad whose 12 * numel bytes partly fit in the L3 would be a cache figure, not
+    the DRAM roofline the norms (which rotate too) are held to.  A contender for ``interleaved``."""
+    return _probe_fn(_c.lib.pyopt_probe_triad_f32, (0.0, 1.0, 2.0), numel, 12, False)
+
+
 def probe_triad(numel, repeats=7):
-    """Seconds (Timing) of the STREAM triad a = b + s*c over ``numel`` float32 (12 bytes/elem), rotating over
-    buffer sets as the out-of-cache cases do: a triad whose 12 * numel bytes partly fit in the L3 would be a
-    cache figure, not the DRAM roofline the norms (which rotate too) are held to."""
-    return _probe(_c.lib.pyopt_probe_triad_f32, (0.0, 1.0, 2.0), numel, 12, repeats, False)
+    """Seconds (Timing) of the triad of triad_fn, on its own."""
+    return interleaved({"probe": triad_fn(numel)}, repeats)["probe"]
 
 
 # ---- cases ----

@@ -151,8 +151,16 @@ def _torch_autograd_passes(op, bufs):
     return {"both": both}
 
 
+TRIAD = "triad probe"
+
+
 def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats=7):
-    """{pass: {contender: Timing}}, notes for one norm op at one shape; contenders interleaved per pass."""
+    """{pass: {contender: Timing}}, notes for one norm op at one shape; contenders interleaved per pass.
+
+    Each pass's contenders include TRIAD, the triad probe over as many elements (harness.triad_fn), timed in the
+    same rounds: the norm issue's roofline, measured in the same moments as the kernels it judges.  On this
+    shared machine the memory bandwidth drifts by 1.5x within a minute, and a probe timed before or after the
+    case (as it was until 2026-11-27) put the same kernel at 49% of the triad in one run and 72% in the next."""
     shape = shape_of(shape_text)
     # Rotation sized by the lightest pass (the forward: x read, y written), not by forward+backward: each pass is
     # timed on its own, and a 12-25 MiB x that one set's forward re-reads would sit in the 32 MiB L3 (more so
@@ -176,11 +184,12 @@ def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats
     if "torch" in peers and "torch" in per_contender:
         per_contender["torch autograd"] = [_torch_autograd_passes(op, _Buffers(op, shape, rng))
                                            for _ in range(n_sets)]
+    triad = harness.triad_fn(int(np.prod(shape)))
     results = {}
     for which in PASSES:
         contenders = {name: (lambda sets, w: (lambda r: sets[r % len(sets)][w]()))(sets, which)
                       for name, sets in per_contender.items() if which in sets[0]}
-        results[which] = harness.interleaved(contenders, repeats)
+        results[which] = harness.interleaved(dict(contenders, **{TRIAD: triad}), repeats)
     if "torch" in per_contender and "backward" not in per_contender["torch"][0]:
         notes.append(f"torch {op} backward alone has no public CPU entry point: timed only as forward+backward "
                      "(torch autograd)")

@@ -109,3 +109,27 @@ def _touch_fresh_pages(r):
 def test_interleaved_counts_the_page_faults_of_a_call_that_maps_fresh_memory():
     timings = harness.interleaved({"fresh": _touch_fresh_pages, "none": lambda r: None}, repeats=3)
     assert timings["fresh"].faults >= 8 and timings["none"].faults == 0
+
+
+def test_norm_rows_hold_each_pass_against_the_triad_timed_in_its_own_rounds(tmp_path, monkeypatch):
+    from pyopt import harness_norms
+    seen = []
+    real = harness.interleaved
+
+    def spy(contenders, repeats, **kw):
+        seen.append(sorted(contenders))
+        return real(contenders, repeats, **kw)
+
+    monkeypatch.setattr(harness, "interleaved", spy)
+    path = tmp_path / "norms.json"
+    assert cli.main(["bench", "--ops", "batch_norm", "--norm-shapes", "2x8x5x5", "--sizes", "2^10", "--against",
+                     "numpy", "--repeats", "2", "--json", str(path)]) == 0
+    assert [names for names in seen if harness_norms.TRIAD in names] == [
+        sorted(["pyopt-c", "pyopt-c fresh", "numpy", harness_norms.TRIAD])] * 3  # forward, backward, both
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["op"] == "batch_norm"]
+    assert {r["contender"] for r in rows} == {"pyopt-c", "pyopt-c fresh", "numpy"}
+    assert {r["case"] for r in rows} == {"2x8x5x5 forward", "2x8x5x5 backward", "2x8x5x5 both"}
+    for r in rows:
+        assert r["pct_triad"] == pytest.approx(100 * r["gb_s"] / r["triad_gb_s"])
+    for case in {r["case"] for r in rows}:  # one triad per pass, shared by its contenders
+        assert len({r["triad_gb_s"] for r in rows if r["case"] == case}) == 1
