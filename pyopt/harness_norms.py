@@ -160,7 +160,8 @@ def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats
     Each pass's contenders include TRIAD, the triad probe over as many elements (harness.triad_fn), timed in the
     same rounds: the norm issue's roofline, measured in the same moments as the kernels it judges.  On this
     shared machine the memory bandwidth drifts by 1.5x within a minute, and a probe timed before or after the
-    case (as it was until 2026-11-27) put the same kernel at 49% of the triad in one run and 72% in the next."""
+    case (as it was until 2026-11-27) put the same kernel at 68-74% of the triad in four runs and 49-57% in
+    three runs minutes later."""
     shape = shape_of(shape_text)
     # Rotation sized by the lightest pass (the forward: x read, y written), not by forward+backward: each pass is
     # timed on its own, and a 12-25 MiB x that one set's forward re-reads would sit in the 32 MiB L3 (more so
