@@ -160,7 +160,7 @@ def run_norm_case(op, shape_text, backends, *, peers=("numpy", "torch"), repeats
     Each pass's contenders include TRIAD, the triad probe over as many elements (harness.triad_fn), timed in the
     same rounds: the norm issue's roofline, measured in the same moments as the kernels it judges.  On this
     shared machine the memory bandwidth drifts by 1.5x within a minute, and a probe timed before or after the
-    case (as it was until 2026-11-27) put the same kernel at 68-74% of the triad in four runs and 49-57% in
+    case (as it was until 2026-11-27) put the same kernel at 61-74% of the triad in five runs and 49-57% in
     three runs minutes later."""
     shape = shape_of(shape_text)
     # Rotation sized by the lightest pass (the forward: x read, y written), not by forward+backward: each pass is
