@@ -435,6 +435,15 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
     const T *x = (const T *)c->x, *weight = (const T *)c->weight, *bias = (const T *)c->bias;
     T *y = (T *)c->out, *running_mean = (T *)c->running_mean, *running_var = (T *)c->running_var;
     const double n = (double)(outer * inner);
+    /* Streamed, run o of channel ch shares its first line with run o of ch - 1 and its last with ch + 1 (at 14 x
+     * 14 one line in 12); stored from each side in plain halves, such a line is read from memory first and
+     * written back later.  The part of it channel ch computes is kept in `shared` for ch + 1, which streams the
+     * whole line (this thread's channels only: the first channel's head and the last's tail stay plain).  Runs
+     * of at least a line, element-aligned output (else norm_line_head streams nothing anyway). */
+    enum { LINE = NORM_LINE_BYTES / sizeof(T) };
+    T *shared = c->stream && inner >= LINE && (uintptr_t)y % sizeof(T) == 0 && end - begin > 1
+                    ? (T *)malloc((size_t)(outer * LINE) * sizeof(T))
+                    : NULL;
     for (int64_t ch = begin; ch < end; ch++) {
         double mean, var;
         if (sizeof(T) == sizeof(float)) { /* norm_mean_var's rule over the channel's runs */
@@ -472,10 +481,29 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
         const int64_t next = ch + 1 < end ? inner : 0; /* the next channel's runs, fetched while these stream out */
         for (int64_t o = 0; o < outer; o++) {
             const T *xr = x + (o * C + ch) * inner;
-            NORM_STORE_ROW(T, y + (o * C + ch) * inner, inner, c->stream, next ? xr + next : NULL, NULL, i,
-                           ((xr[i] - h) - l) * a + b);
+            T *yr = y + (o * C + ch) * inner;
+            if (!shared) {
+                NORM_STORE_ROW(T, yr, inner, c->stream, next ? xr + next : NULL, NULL, i, ((xr[i] - h) - l) * a + b);
+                continue;
+            }
+            T *slot = shared + o * LINE; /* the line run o shares with the next channel's run o */
+            const int64_t head = norm_line_head(yr, sizeof(T), inner), body_end = head + (inner - head) / LINE * LINE;
+            if (head && ch > begin) { /* the previous channel left its part of this line in the slot */
+                T line[LINE] __attribute__((aligned(64)));
+                for (int64_t e = 0; e < LINE - head; e++) line[e] = slot[e];
+                for (int64_t i = 0; i < head; i++) line[LINE - head + i] = ((xr[i] - h) - l) * a + b;
+                norm_stream_line(yr + head - LINE, line, sizeof(T));
+            } else {
+                for (int64_t i = 0; i < head; i++) yr[i] = ((xr[i] - h) - l) * a + b;
+            }
+            const T *xb = xr + head;
+            NORM_STORE_ROW(T, yr + head, body_end - head, 1, next ? xb + next : NULL, NULL, i,
+                           ((xb[i] - h) - l) * a + b);
+            T *tail = next ? slot - body_end : yr; /* kept for the next channel, or stored */
+            for (int64_t i = body_end; i < inner; i++) tail[i] = ((xr[i] - h) - l) * a + b;
         }
     }
+    free(shared);
     if (c->stream) norm_stream_fence();
 }
 

@@ -470,7 +470,8 @@ def test_channel_path_streams_the_same_bits_inside_guard_bands(n_channels, cache
     """The channel path with streamed outputs (a cache model small enough that the call streams but a channel
     still fits): bitwise what its plain stores give, at several offsets from a line, with 1 and 2 threads,
     margins untouched.  The backward streams a group's runs as one stretch, so lines that hold the end of one
-    run and the start of the next (or several runs of 13) take each element's own channel; cache_channels
+    run and the start of the next (or several runs of 13) take each element's own channel; the forward streams
+    such a line whole from the next channel, with the previous channel's part kept for it; cache_channels
     bounds the group (a quarter of the modelled cache: 2 channels, then 8; 4 groups or more per thread).
     """
     shape = (4, n_channels, inner)
