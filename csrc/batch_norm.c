@@ -142,12 +142,13 @@ static inline void bn_prefetch_run(const void *run, int64_t bytes)
 
 /* Taken one channel at a time, the backward's runs are short hops all over memory (64 x 256 x 14 x 14: runs of
  * 784 bytes, 200 KB apart): the hardware prefetcher never locks on, and even with the prefetches above the
- * backward moved 12.5 GB/s where the triad moved 18-24.  The backward therefore takes BN_GROUP_BYTES worth of
- * channels at a time, in memory order: for each row o the runs of channels [c0, c1) lie side by side, one
+ * backward moved 12.5 GB/s where the triad moved 18-24 (Zen 3).  The backward therefore takes
+ * pyopt_bn_group_bytes() worth of channels at a time (12 KB; one channel on Zen 5, where this measured the other
+ * way round: runtime.c), in memory order: for each row o the runs of channels [c0, c1) lie side by side, one
  * stretch the prefetcher streams.  Each channel's sums are still added run by run in row order into the
  * channel's own lanes, exactly as one channel at a time would: the group size changes the order in which
  * channels are visited, never a bit of a result, so it may follow the thread count (each thread keeps two
- * groups or more).  Measured at 64 x 256 x 14 x 14, 2 threads, against one channel at a time: 12 KB groups
+ * groups or more).  Measured on Zen 3 at 64 x 256 x 14 x 14, 2 threads, against one channel at a time: 12 KB groups
  * (16 channels) 0.82-0.94x the time, 6 KB 0.86-1.02x, 24 KB 0.88x; a pattern-only C loop (sums, then a
  * streamed dx) agreed (2.5-2.8 ms by channel, 1.7-1.9 ms in 6-12 KB groups, 2 KB as slow as by channel).
  * Not done: pipelining group g + 1's sums with group g's dx row by row (1.0x: no better than one channel at a
@@ -205,13 +206,12 @@ static inline void bn_prefetch_run(const void *run, int64_t bytes)
         }                                                                                                           \
     } while (0)
 
-#define BN_GROUP_BYTES 12288
 #define BN_GROUP_MAX 32
 
 static inline int64_t bn_group_channels(int64_t outer, int64_t channels, int64_t inner, size_t elem, int n_inputs)
 {
     const int64_t run = inner * (int64_t)elem, channel = outer * run * n_inputs;
-    int64_t g = (BN_GROUP_BYTES + run - 1) / run;
+    int64_t g = (pyopt_bn_group_bytes() + run - 1) / run; /* 12 KB, or one channel on Zen 5 (runtime.c) */
     if (g > BN_GROUP_MAX) g = BN_GROUP_MAX;
     if (g * channel > pyopt_cache_bytes() / 4) g = pyopt_cache_bytes() / 4 / channel; /* the second pass reads cache */
     const int64_t share = channels / (2 * (int64_t)pyopt_max_threads());

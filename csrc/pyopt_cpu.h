@@ -103,6 +103,9 @@ void pyopt_probe_rw43_f32(float *p, const float *g, float *m, float *v, float s,
  * the speed depends on it, and for BatchNorm the order of the statistics' sums (never the thread count). */
 int64_t pyopt_cache_bytes(void);
 void pyopt_set_cache_bytes(int64_t bytes);
+/* bytes of runs per row the BatchNorm backward's channel path takes at once (0: one channel); set: -1 = default */
+int64_t pyopt_bn_group_bytes(void);
+void pyopt_set_bn_group_bytes(int64_t bytes);
 int pyopt_stream_outputs(int64_t bytes_touched);
 
 enum { PYOPT_ERR_NO_MEMORY = -2 };

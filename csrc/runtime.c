@@ -1,6 +1,9 @@
 /* Run-time facts and controls: CPU features, the OpenMP thread count, and the at-fork release of the pool. */
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "common.h"
 
@@ -68,6 +71,44 @@ int64_t pyopt_cache_bytes(void)
 void pyopt_set_cache_bytes(int64_t bytes)
 {
     cache_override = bytes < 0 ? -1 : bytes;
+}
+
+/* The AMD family number from cpuid (0 on other vendors and other architectures): 0x19 Zen 3 and Zen 4,
+ * 0x1A Zen 5. */
+static unsigned amd_family(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    if (b != 0x68747541u || d != 0x69746e65u || c != 0x444d4163u) return 0; /* "Auth" "enti" "cAMD" */
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned base = (a >> 8) & 0xFu;
+    return base == 0xFu ? base + ((a >> 20) & 0xFFu) : base;
+#else
+    return 0;
+#endif
+}
+
+/* Bytes of each row's runs the BatchNorm backward's channel path takes at once (batch_norm.c,
+ * bn_group_channels; 0: one channel at a time).  Which is faster depends on the core, not on anything the call
+ * knows, and the group never changes a bit of a result.  Measured at 64 x 256 x 14 x 14 fp32, 2 threads,
+ * against one channel at a time: on Zen 3, 12 KB groups 0.82-0.95x the time (its prefetcher does not lock on to
+ * 784-byte runs 200 KB apart; bench/README.md, 2026-11-27); on Zen 5 (family 0x1A) the reverse, one channel at a
+ * time 0.82-0.89x the time of 12 KB groups (0.87x at 64 x 128 x 28 x 28, 0.95x at 128 x 512 x 7 x 7, equal with
+ * 1 thread), its sums pass reading 16 GB/s grouped against 22 channel by channel.  Other cores, not measured,
+ * keep the groups. */
+#define PYOPT_BN_GROUP_BYTES ((int64_t)12288)
+static int64_t bn_group_override = -1; /* -1: not set, the core's default */
+
+int64_t pyopt_bn_group_bytes(void)
+{
+    if (bn_group_override >= 0) return bn_group_override;
+    return amd_family() == 0x1A ? 0 : PYOPT_BN_GROUP_BYTES;
+}
+
+void pyopt_set_bn_group_bytes(int64_t bytes)
+{
+    bn_group_override = bytes < 0 ? -1 : bytes;
 }
 
 /* Half the cache: the last level is shared by every core and holds more than this call's arrays (the model's

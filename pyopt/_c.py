@@ -66,6 +66,26 @@ def set_cache_bytes(nbytes):
 _cache_override = None
 
 
+def bn_group_bytes():
+    """Bytes of each row's runs the C BatchNorm backward takes at once on its channel path (0: one channel at a
+    time): 12 KB, or 0 on AMD Zen 5, where one channel at a time measured faster (csrc/runtime.c)."""
+    return lib.pyopt_bn_group_bytes()
+
+
+def set_bn_group_bytes(nbytes):
+    """Override :func:`bn_group_bytes` (``None``: back to this CPU's default); returns the previous override or
+    None.  The group never changes a result's bits; tests pin it to cover both ways on any machine."""
+    global _group_override
+    if nbytes is not None and (not isinstance(nbytes, int) or nbytes < 0):
+        raise ValueError(f"nbytes must be a non-negative int or None, got {nbytes!r}")
+    previous, _group_override = _group_override, nbytes
+    lib.pyopt_set_bn_group_bytes(-1 if nbytes is None else nbytes)
+    return previous
+
+
+_group_override = None
+
+
 def pointer_table(arrays):
     """A ``void *[]`` holding the data pointers of ``arrays`` (None gives NULL).  The caller keeps the arrays alive."""
     return ffi.new("void *[]", [ffi.NULL if a is None else ffi.from_buffer(a) for a in arrays])

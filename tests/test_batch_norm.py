@@ -35,6 +35,17 @@ def cache_model(nbytes):
         pyopt._c.set_cache_bytes(previous)
 
 
+@contextlib.contextmanager
+def channel_groups(nbytes):
+    """The C backward's channel path taking ``nbytes`` of each row's runs at once (0: one channel at a time; None:
+    this CPU's default, which is 0 on Zen 5), so both ways are covered on any machine."""
+    previous = pyopt._c.set_bn_group_bytes(nbytes)
+    try:
+        yield
+    finally:
+        pyopt._c.set_bn_group_bytes(previous)
+
+
 @pytest.fixture(params=[*BACKENDS, ("c-tiled", "avx2"), ("numba-tiled", None)], ids=backend_id)
 def backend(request):
     """The norm tests' backends plus ``c-tiled`` and ``numba-tiled``: the C and Numba kernels with a cache model of
@@ -279,11 +290,12 @@ def test_reference_matches_torch_in_float64(rng):
 
 @PATHS
 @pytest.mark.parametrize("dtype", DTYPES)
-# (6, 37, 7, 7): backward channel groups of 18 with 1 thread, 9 with 2 (a last group of 1 either way);
-# 1 channel: fewer than 2 threads
+# (6, 37, 7, 7): with 12 KB groups, backward channel groups of 18 with 1 thread, 9 with 2 (a last group of 1 either
+# way); 1 channel: fewer than 2 threads
 @pytest.mark.parametrize("shape,axis", [((16, 8, 30, 30), 1), ((16, 30, 30, 8), -1), ((4, 3, 40000), 1),
                                         ((6, 37, 7, 7), 1), ((3, 1, 5, 7), 1)], ids=str)
-def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, cache, rng):
+@pytest.mark.parametrize("group_bytes", [0, 12288], ids=["by-channel", "groups"])
+def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, cache, group_bytes, rng):
     x, w, b, rm, rv = make(rng, shape, axis, dtype)
     dy = randn(rng, shape, dtype)
     results = []
@@ -292,7 +304,7 @@ def test_bitwise_identical_for_1_and_2_threads(shape, axis, dtype, cache, rng):
         for threads in (1, 2, 1):
             pyopt.set_num_threads(threads)
             rm_k, rv_k = rm.copy(), rv.copy()
-            with cache_model(cache):
+            with cache_model(cache), channel_groups(group_bytes):
                 y, sm, sr = F.batch_norm(x, w, b, rm_k, rv_k, training=True, axis=axis, backend="c")
                 dx, dw, db = F.batch_norm_backward(dy, x, w, sm, sr, axis=axis, backend="c")
                 dxe, dwe, dbe = F.batch_norm_backward(dy, x, w, sm, sr, training=False, axis=axis, backend="c")
@@ -466,13 +478,16 @@ def test_both_isa_variants_give_the_same_bits(shape, axis, dtype, cache, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("inner", [13, 1 + 16, 50, 64 + 3])
 @pytest.mark.parametrize("n_channels,cache_channels", [(9, 8), (37, 32)], ids=str)
-def test_channel_path_streams_the_same_bits_inside_guard_bands(n_channels, cache_channels, inner, dtype, rng):
+@pytest.mark.parametrize("group_bytes", [0, 12288], ids=["by-channel", "groups"])
+def test_channel_path_streams_the_same_bits_inside_guard_bands(n_channels, cache_channels, inner, group_bytes, dtype,
+                                                               rng):
     """The channel path with streamed outputs (a cache model small enough that the call streams but a channel
     still fits): bitwise what its plain stores give, at several offsets from a line, with 1 and 2 threads,
     margins untouched.  The backward streams a group's runs as one stretch, so lines that hold the end of one
     run and the start of the next (or several runs of 13) take each element's own channel; the forward streams
     such a line whole from the next channel, with the previous channel's part kept for it; cache_channels
-    bounds the group (a quarter of the modelled cache: 2 channels, then 8; 4 groups or more per thread).
+    bounds the group (a quarter of the modelled cache: 2 channels, then 8; 4 groups or more per thread) when the
+    backward takes 12 KB groups; with one channel at a time each run is a stretch of its own.
     """
     shape = (4, n_channels, inner)
     x, w, b, _, _ = make(rng, shape, 1, dtype)
@@ -485,7 +500,7 @@ def test_channel_path_streams_the_same_bits_inside_guard_bands(n_channels, cache
                 pyopt.set_num_threads(threads)
                 y, ybuf = guarded(shape, dtype, pad)
                 dx, dxbuf = guarded(shape, dtype, pad)
-                with cache_model(cache):
+                with cache_model(cache), channel_groups(group_bytes):
                     _, sm, sr = F.batch_norm(x, w, b, training=True, out=y, backend="c")
                     F.batch_norm_backward(dy, x, w, sm, sr, out=dx, backend="c")
                 assert margins_untouched(ybuf, pad) and margins_untouched(dxbuf, pad)
@@ -495,3 +510,26 @@ def test_channel_path_streams_the_same_bits_inside_guard_bands(n_channels, cache
     for key, arrays in results.items():
         for k, (got, want) in enumerate(zip(arrays, results[None, 0, 1])):
             assert_bitwise(got, want, f"output {k} with cache model, pad, threads {key}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 40, 7, 9), (3, 64, 196), (2, 37, 1001)], ids=str)
+def test_backward_channel_groups_change_no_bit(shape, dtype, rng):
+    """The channel path's group size (csrc/runtime.c: 12 KB, or one channel on Zen 5) only reorders which
+    channel is visited when: dx, dweight and dbias are bitwise the same for every group size and thread count."""
+    x, w, b, _, _ = make(rng, shape, 1, dtype)
+    dy = randn(rng, shape, dtype)
+    _, sm, sr = F.batch_norm(x, w, b, training=True, backend="c")
+    results = {}
+    previous = pyopt.get_num_threads()
+    try:
+        for group_bytes in (0, 500, 4096, 12288, 1 << 30):  # one channel, 2+ channels ... BN_GROUP_MAX
+            for threads in (1, 2):
+                pyopt.set_num_threads(threads)
+                with channel_groups(group_bytes):
+                    results[group_bytes, threads] = F.batch_norm_backward(dy, x, w, sm, sr, backend="c")
+    finally:
+        pyopt.set_num_threads(previous)
+    for key, arrays in results.items():
+        for name, got, want in zip(("dx", "dweight", "dbias"), arrays, results[0, 1]):
+            assert_bitwise(got, want, f"{name} with group bytes, threads {key}")

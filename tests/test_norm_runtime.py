@@ -1,5 +1,8 @@
 """The norm ops in pyopt's run-time machinery: pyopt.track counts them with their declared bytes, and verify
 mode (PYOPT_VERIFY=1) shadows every call with the float64 reference and catches a wrong kernel."""
+import os
+import platform
+
 import numpy as np
 import pytest
 from _norm_helpers import off_centre, randn
@@ -117,6 +120,32 @@ def test_cache_bytes_default_to_the_last_level_cache_and_can_be_set():
     assert pyopt._c.cache_bytes() == default
     with pytest.raises(ValueError, match="nbytes"):
         pyopt._c.set_cache_bytes(-5)
+
+
+def _amd_family():
+    """The CPU family /proc/cpuinfo gives for an AMD CPU (None elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = dict(line.split(":", 1) for line in fh.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return None
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    return int(info["cpu family"]) if info.get("vendor_id") == "AuthenticAMD" else None
+
+
+def test_bn_group_bytes_follow_the_cpu_and_can_be_set():
+    """12 KB groups, but one channel at a time on AMD family 26 (Zen 5), where that measured faster."""
+    if platform.machine() in ("x86_64", "AMD64") and os.path.exists("/proc/cpuinfo"):
+        assert pyopt._c.bn_group_bytes() == (0 if _amd_family() == 0x1A else 12288)
+    default = pyopt._c.bn_group_bytes()
+    previous = pyopt._c.set_bn_group_bytes(784)
+    try:
+        assert pyopt._c.bn_group_bytes() == 784
+    finally:
+        pyopt._c.set_bn_group_bytes(previous)
+    assert pyopt._c.bn_group_bytes() == default
+    with pytest.raises(ValueError, match="nbytes"):
+        pyopt._c.set_bn_group_bytes(-1)
 
 
 def _at_page_offset(shape, dtype, offset_bytes, fill=np.nan):
