@@ -151,3 +151,15 @@ def test_norm_rows_take_the_median_of_per_round_ratios_to_the_triad():
     (row,) = rows
     assert row["pct_triad"] == pytest.approx(100 * (nbytes / 2.0) / (12 * numel / 1.0))
     assert row["pct_triad_medians"] == pytest.approx(100 * (nbytes / 8.0) / (12 * numel / 1.0))
+
+
+def test_buffer_sets_give_the_timed_call_a_set_its_settle_calls_did_not_touch():
+    """Out-of-cache cases rotate over enough sets to fill twice the L3, and over two at least until a set is 4x
+    the L3: with one, the untimed settle calls (set r + 1) would warm the timed call's own set."""
+    llc = harness.LLC_BYTES
+    assert harness.buffer_sets(llc // 32, cache_resident=False) == 8
+    assert harness.buffer_sets(llc // 2, cache_resident=False) == 4
+    assert harness.buffer_sets(2 * llc, cache_resident=False) == 2  # LayerNorm 2048x4096's forward: 64 MiB
+    assert harness.buffer_sets(3 * llc, cache_resident=False) == 2  # the triad at 8192x768: 75 MB
+    assert harness.buffer_sets(4 * llc, cache_resident=False) == 1
+    assert harness.buffer_sets(llc // 32, cache_resident=True) == 1
