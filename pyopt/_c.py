@@ -55,15 +55,7 @@ def cache_bytes():
 def set_cache_bytes(nbytes):
     """Override :func:`cache_bytes` (``None``: back to the detected size); returns the previous override or None.
     Tests use 0 to take the streaming and tiled paths at small sizes."""
-    global _cache_override
-    if nbytes is not None and (not isinstance(nbytes, int) or nbytes < 0):
-        raise ValueError(f"nbytes must be a non-negative int or None, got {nbytes!r}")
-    previous, _cache_override = _cache_override, nbytes
-    lib.pyopt_set_cache_bytes(-1 if nbytes is None else nbytes)
-    return previous
-
-
-_cache_override = None
+    return _set_override("cache_bytes", lib.pyopt_set_cache_bytes, nbytes)
 
 
 def bn_group_bytes():
@@ -75,15 +67,19 @@ def bn_group_bytes():
 def set_bn_group_bytes(nbytes):
     """Override :func:`bn_group_bytes` (``None``: back to this CPU's default); returns the previous override or
     None.  The group never changes a result's bits; tests pin it to cover both ways on any machine."""
-    global _group_override
+    return _set_override("bn_group_bytes", lib.pyopt_set_bn_group_bytes, nbytes)
+
+
+_overrides = {"cache_bytes": None, "bn_group_bytes": None}
+
+
+def _set_override(name, c_setter, nbytes):
+    """Sets one of the C runtime's planning overrides (-1 there: the default); returns the previous one."""
     if nbytes is not None and (not isinstance(nbytes, int) or nbytes < 0):
         raise ValueError(f"nbytes must be a non-negative int or None, got {nbytes!r}")
-    previous, _group_override = _group_override, nbytes
-    lib.pyopt_set_bn_group_bytes(-1 if nbytes is None else nbytes)
+    previous, _overrides[name] = _overrides[name], nbytes
+    c_setter(-1 if nbytes is None else nbytes)
     return previous
-
-
-_group_override = None
 
 
 def pointer_table(arrays):
