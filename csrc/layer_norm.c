@@ -87,25 +87,34 @@ PYOPT_INLINE void SUFFIX(ln_forward_apply)(const T *restrict x, const T *restric
     NORM_STORE_ROW(T, y, n, stream, ahead, NULL, j, SUFFIX(ln_y)(j, x, w, b, st.mh, st.ml, st.r, has_w, has_b));
 }
 
+/* How far ahead the forward prefetches: two rows, or as many as span LN_AHEAD_BYTES.  Two rows of 128 floats
+ * are only 1 KiB ahead, which did not keep enough of x on its way: 8 KiB ahead took 0.82-0.93x the time at
+ * 65536 x 128 (2 threads, out of cache, Zen 5, A/B in one process, five runs), 0.89-0.97x at 32768 x 256 and
+ * 0.95-0.97x at 8192 x 768 (4 and 16 KiB: within noise of 8 at 128 columns, 16 KiB 1.01x at 768). */
+#define LN_AHEAD_BYTES 8192
+
 /* Rows [begin, end), software-pipelined: row r + 1's statistics are taken before row r is written, so the tail
  * of their latency chain (lane totals, the division and square root) overlaps row r's stores instead of
- * stalling them; row r + 2 is prefetched meanwhile, by both passes (the output pass's share: 0.89-0.95x the
+ * stalling them; row r + dist is prefetched meanwhile, by both passes (the output pass's share: 0.89-0.95x the
  * time at 128, 768 and 4096 columns, 2 threads, out of cache, in a quiet run; 0.92-1.03x in a noisy one). */
 PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64_t end)
 {
     const ln_forward_ctx *c = (const ln_forward_ctx *)vctx;
-    const int64_t n = c->cols;
+    const int64_t n = c->cols, row_bytes = n * (int64_t)sizeof(T);
     const T *x = (const T *)c->x, *w = (const T *)c->weight, *b = (const T *)c->bias;
     T *y = (T *)c->y, *mean = (T *)c->mean, *rstd = (T *)c->rstd;
     if (begin >= end) return;
-    SUFFIX(ln_stat) cur = SUFFIX(ln_row_stat)(x + begin * n, x + (begin + 1 < end ? begin + 1 : begin) * n, n,
-                                              c->eps, mean + begin, rstd + begin);
+    int64_t dist = row_bytes > 0 ? (LN_AHEAD_BYTES + row_bytes - 1) / row_bytes : 2;
+    dist = dist < 2 ? 2 : dist;
+    const int64_t first_ahead = begin + dist - 1 < end ? begin + dist - 1 : begin;
+    SUFFIX(ln_stat) cur =
+        SUFFIX(ln_row_stat)(x + begin * n, x + first_ahead * n, n, c->eps, mean + begin, rstd + begin);
     for (int64_t r = begin; r < end; r++) {
         SUFFIX(ln_stat) next = cur;
         if (r + 1 < end)
-            next = SUFFIX(ln_row_stat)(x + (r + 1) * n, x + (r + 2 < end ? r + 2 : r + 1) * n, n, c->eps,
+            next = SUFFIX(ln_row_stat)(x + (r + 1) * n, x + (r + dist < end ? r + dist : r + 1) * n, n, c->eps,
                                        mean + r + 1, rstd + r + 1);
-        const T *xr = x + r * n, *ahead = r + 2 < end ? xr + 2 * n : NULL;
+        const T *xr = x + r * n, *ahead = r + dist < end ? xr + dist * n : NULL;
         T *yr = y + r * n;
         const int s = c->stream; /* the affine flags and the stream flag: constants in each loop */
         if (w && b) SUFFIX(ln_forward_apply)(xr, w, b, yr, n, cur, 1, 1, s, ahead);
