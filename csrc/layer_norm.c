@@ -88,9 +88,9 @@ PYOPT_INLINE void SUFFIX(ln_forward_apply)(const T *restrict x, const T *restric
 }
 
 /* How far ahead the forward prefetches: two rows, or as many as span LN_AHEAD_BYTES.  Two rows of 128 floats
- * are only 1 KiB ahead, which did not keep enough of x on its way: 8 KiB ahead took 0.82-0.93x the time at
- * 65536 x 128 (2 threads, out of cache, Zen 5, A/B in one process, five runs), 0.89-0.97x at 32768 x 256 and
- * 0.95-0.97x at 8192 x 768 (4 and 16 KiB: within noise of 8 at 128 columns, 16 KiB 1.01x at 768). */
+ * are only 1 KiB ahead, which did not keep enough of x on its way: 8 KiB ahead took 0.82-0.95x the time at
+ * 65536 x 128 (2 threads, out of cache, Zen 5, A/B in one process, seven runs), 0.89-0.97x at 32768 x 256 and
+ * 0.95-0.98x at 8192 x 768 (4 and 16 KiB: within noise of 8 at 128 columns, 16 KiB 1.01x at 768). */
 #define LN_AHEAD_BYTES 8192
 
 /* Rows [begin, end), software-pipelined: row r + 1's statistics are taken before row r is written, so the tail

@@ -25,25 +25,24 @@ CASES = [((4, 5, 6, 7), 1), ((4, 6, 7, 5), -1), ((9, 5), 1), ((3, 5, 33), 1), ((
 
 
 @contextlib.contextmanager
+def _overriding(setter, nbytes):
+    previous = setter(nbytes)
+    try:
+        yield
+    finally:
+        setter(previous)
+
+
 def cache_model(nbytes):
     """The C kernels planning for a cache of ``nbytes`` (None: this machine's).  0 sends every call down the
     tiled path with streamed outputs; the machine's cache sends small planar shapes channel by channel."""
-    previous = pyopt._c.set_cache_bytes(nbytes)
-    try:
-        yield
-    finally:
-        pyopt._c.set_cache_bytes(previous)
+    return _overriding(pyopt._c.set_cache_bytes, nbytes)
 
 
-@contextlib.contextmanager
 def channel_groups(nbytes):
     """The C backward's channel path taking ``nbytes`` of each row's runs at once (0: one channel at a time; None:
     this CPU's default, which is 0 on Zen 5), so both ways are covered on any machine."""
-    previous = pyopt._c.set_bn_group_bytes(nbytes)
-    try:
-        yield
-    finally:
-        pyopt._c.set_bn_group_bytes(previous)
+    return _overriding(pyopt._c.set_bn_group_bytes, nbytes)
 
 
 @pytest.fixture(params=[*BACKENDS, ("c-tiled", "avx2"), ("numba-tiled", None)], ids=backend_id)

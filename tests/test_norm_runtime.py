@@ -110,17 +110,22 @@ def test_streamed_outputs_are_the_same_bits_and_stay_in_bounds(cols, dtype):
                 np.testing.assert_array_equal(streamed, cached, err_msg=f"{op} output {k}, pad {pad}")
 
 
-def test_cache_bytes_default_to_the_last_level_cache_and_can_be_set():
-    default = pyopt._c.cache_bytes()
-    assert default >= 1 << 20  # a last-level cache of at least 1 MiB (32 MiB here)
-    previous = pyopt._c.set_cache_bytes(123)
+def test_cache_bytes_default_to_the_last_level_cache():
+    assert pyopt._c.cache_bytes() >= 1 << 20  # a last-level cache of at least 1 MiB (32 MiB here)
+
+
+@pytest.mark.parametrize("name", ["cache_bytes", "bn_group_bytes"])
+def test_planning_overrides_can_be_set_and_undone(name):
+    get, set_ = getattr(pyopt._c, name), getattr(pyopt._c, f"set_{name}")
+    default = get()
+    previous = set_(123)
     try:
-        assert pyopt._c.cache_bytes() == 123
+        assert get() == 123
     finally:
-        pyopt._c.set_cache_bytes(previous)
-    assert pyopt._c.cache_bytes() == default
+        set_(previous)
+    assert get() == default
     with pytest.raises(ValueError, match="nbytes"):
-        pyopt._c.set_cache_bytes(-5)
+        set_(-5)
 
 
 def _amd_family():
@@ -134,19 +139,12 @@ def _amd_family():
     return int(info["cpu family"]) if info.get("vendor_id") == "AuthenticAMD" else None
 
 
-def test_bn_group_bytes_follow_the_cpu_and_can_be_set():
+def test_bn_group_bytes_follow_the_cpu():
     """12 KB groups, but one channel at a time on AMD family 26 (Zen 5), where that measured faster."""
     if platform.machine() in ("x86_64", "AMD64") and os.path.exists("/proc/cpuinfo"):
         assert pyopt._c.bn_group_bytes() == (0 if _amd_family() == 0x1A else 12288)
-    default = pyopt._c.bn_group_bytes()
-    previous = pyopt._c.set_bn_group_bytes(784)
-    try:
-        assert pyopt._c.bn_group_bytes() == 784
-    finally:
-        pyopt._c.set_bn_group_bytes(previous)
-    assert pyopt._c.bn_group_bytes() == default
-    with pytest.raises(ValueError, match="nbytes"):
-        pyopt._c.set_bn_group_bytes(-1)
+    else:
+        assert pyopt._c.bn_group_bytes() == 12288
 
 
 def test_bn_group_bytes_reads_the_cpu_once():
