@@ -133,14 +133,35 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq_dev)(const T *restrict x, int64_t n, doub
 /* The mean and the biased variance of a row.  float32 rows: one pass of centred sums around a shift (the mean of
  * the first 16 elements, norm_shift_f32), a second around the mean so found only when the shift was more than
  * sqrt(NORM_SHIFT_FAR) standard deviations away; float64 rows: exact float64 two-pass.  `ahead`: the next row,
- * prefetched during the pass (this row when there is none). */
-PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T *ahead, double *mean, double *var)
+ * prefetched during the pass (this row when there is none).
+ * In two steps, so that a block of rows can take all its sums before the divisions of any (layer_norm.c): the
+ * sums (float32: the shift and the centred sums; float64: the whole two-pass), then the mean and variance. */
+typedef struct {
+    double centre, s, q; /* float32: the shift, sum d, sum d^2; float64: the mean, -, the variance */
+} SUFFIX(norm_row_sums);
+
+PYOPT_INLINE SUFFIX(norm_row_sums) SUFFIX(norm_mean_var_sums)(const T *restrict x, int64_t n, const T *ahead)
+{
+    SUFFIX(norm_row_sums) r;
+    if (sizeof(T) == sizeof(float)) {
+        double s[2];
+        r.centre = (double)norm_shift_f32((const float *)x, n);
+        SUFFIX(norm_centred_sums_f32)((const float *)x, n, r.centre, (const float *)ahead, s);
+        r.s = s[0], r.q = s[1];
+        return r;
+    }
+    r.centre = SUFFIX(norm_sum)(x, n) / (double)n;
+    r.s = 0.0;
+    r.q = SUFFIX(norm_sum_sq_dev)(x, n, r.centre) / (double)n;
+    return r;
+}
+
+PYOPT_INLINE void SUFFIX(norm_mean_var_finish)(const T *restrict x, int64_t n, const T *ahead,
+                                               SUFFIX(norm_row_sums) r, double *mean, double *var)
 {
     if (sizeof(T) == sizeof(float)) {
         double s[2], v;
-        const double shift = (double)norm_shift_f32((const float *)x, n);
-        SUFFIX(norm_centred_sums_f32)((const float *)x, n, shift, (const float *)ahead, s);
-        if (norm_centred_stats(s[0], s[1], (double)n, shift, mean, &v)) { /* far (or a constant row) */
+        if (norm_centred_stats(r.s, r.q, (double)n, r.centre, mean, &v)) { /* far (or a constant row) */
             const double centre = *mean;
             SUFFIX(norm_centred_sums_f32)((const float *)x, n, centre, (const float *)ahead, s);
             norm_centred_stats(s[0], s[1], (double)n, centre, mean, &v);
@@ -148,9 +169,13 @@ PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T 
         *var = v > 0.0 ? v : 0.0;
         return;
     }
-    const double m = SUFFIX(norm_sum)(x, n) / (double)n;
-    *mean = m;
-    *var = SUFFIX(norm_sum_sq_dev)(x, n, m) / (double)n;
+    *mean = r.centre;
+    *var = r.q;
+}
+
+PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T *ahead, double *mean, double *var)
+{
+    SUFFIX(norm_mean_var_finish)(x, n, ahead, SUFFIX(norm_mean_var_sums)(x, n, ahead), mean, var);
 }
 
 /* float32 rows: the sum of x^2 by float32 chunks into float64 lanes (as norm_sum_f32; the terms are positive,
