@@ -17,8 +17,9 @@
  * does not bias xhat.
  * Bytes per element (fp32): forward read x, write y = 8; backward read dy, x, write dx = 12.  A row is read
  * from memory once per call; the later passes over it hit L1/L2 (rows up to ~64k floats).
- * Rows run in parallel, one row at a time; the backward's dweight/dbias come from a fixed number of row blocks
- * (norm_rows_per_block) summed in block order, so every output is bitwise the same for any thread count.
+ * Rows run in parallel, the forward's in blocks of rows (norm_block_rows), the backward's in pairs; the
+ * backward's dweight/dbias come from a fixed number of row blocks (norm_rows_per_block) summed in block order,
+ * so every output is bitwise the same for any thread count.
  * float32 backward: the row sums and the dweight/dbias partials run in float32 over short chunks (NORM_CHUNK
  * elements, NORM_FLUSH_ROWS rows) added into float64, which halves the backward's instructions.
  *
@@ -69,41 +70,22 @@ PYOPT_INLINE void SUFFIX(ln_forward_apply)(const T *restrict x, const T *restric
     NORM_STORE_ROW(T, y, n, stream, ahead, NULL, j, SUFFIX(ln_y)(j, x, w, b, mh, ml, r, has_w, has_b));
 }
 
-/* How far ahead the forward prefetches: two rows, or as many as span LN_AHEAD_BYTES.  Two rows of 128 floats
- * are only 1 KiB ahead, which did not keep enough of x on its way: 8 KiB ahead took 0.82-0.95x the time at
- * 65536 x 128 (2 threads, out of cache, Zen 5, A/B in one process, seven runs), 0.89-0.97x at 32768 x 256 and
- * 0.95-0.98x at 8192 x 768 (4 and 16 KiB: within noise of 8 at 128 columns, 16 KiB 1.01x at 768). */
-#define LN_AHEAD_BYTES 8192
-
-/* Rows per block of the forward: as many as fit in LN_BLOCK_BYTES, 1 to LN_BLOCK_ROWS.  A row's statistics end
- * in a chain of dependent operations (lane totals, two divisions, a square root, a division), and the core
- * retires in order.  Taken row by row (row r + 1's statistics before row r's output, as until 2026-12-07), at 128
- * columns each chain held up the rows behind it: 65536 x 128 (Zen 5, 2 threads, out of cache) took 1.85-1.94
- * ms, 1.36-1.45 ms with the statistics replaced by constants (an NT copy: 1.30-1.38), 1.62-1.77 ms without the
- * square root and division.  A block takes the sums of its rows first (independent chains), then their means,
- * variances and rstd side by side, then writes the rows: 0.82-1.05x the time at 65536 x 128 (14 A/B runs,
- * median 0.92x), the same at 8192 x 768 and 2048 x 4096 (a block of one row).  Same bits. */
-#define LN_BLOCK_ROWS 8
-#define LN_BLOCK_BYTES 4096
-
-/* Rows [begin, end) in blocks (LN_BLOCK_ROWS); row r + dist is prefetched while row r is summed and again while it
- * is written.  Every row's statistics and output are computed as one row alone would be. */
+/* Rows [begin, end) in blocks (norm_block_rows); row r + dist (norm_ahead_rows) is prefetched while row r is
+ * summed and again while it is written.  Every row's statistics and output are computed as one row alone would
+ * be. */
 PYOPT_INLINE void SUFFIX(ln_forward_rows)(const void *vctx, int64_t begin, int64_t end)
 {
     const ln_forward_ctx *c = (const ln_forward_ctx *)vctx;
     const int64_t n = c->cols, row_bytes = n * (int64_t)sizeof(T);
     const T *x = (const T *)c->x, *w = (const T *)c->weight, *b = (const T *)c->bias;
     T *y = (T *)c->y, *mean = (T *)c->mean, *rstd = (T *)c->rstd;
-    int64_t dist = row_bytes > 0 ? (LN_AHEAD_BYTES + row_bytes - 1) / row_bytes : 2;
-    dist = dist < 2 ? 2 : dist;
-    int64_t block = row_bytes > 0 ? LN_BLOCK_BYTES / row_bytes : LN_BLOCK_ROWS;
-    block = block < 1 ? 1 : block > LN_BLOCK_ROWS ? LN_BLOCK_ROWS : block;
+    const int64_t dist = norm_ahead_rows(row_bytes), block = norm_block_rows(row_bytes);
     for (int64_t r0 = begin; r0 < end; r0 += block) {
         const int64_t m = r0 + block < end ? block : end - r0;
-        SUFFIX(norm_row_sums) sums[LN_BLOCK_ROWS];
-        double mu[LN_BLOCK_ROWS], var[LN_BLOCK_ROWS];
-        T r[LN_BLOCK_ROWS];
-        const T *ahead[LN_BLOCK_ROWS];
+        SUFFIX(norm_row_sums) sums[NORM_BLOCK_ROWS];
+        double mu[NORM_BLOCK_ROWS], var[NORM_BLOCK_ROWS];
+        T r[NORM_BLOCK_ROWS];
+        const T *ahead[NORM_BLOCK_ROWS];
         for (int64_t k = 0; k < m; k++) {
             const int64_t row = r0 + k;
             ahead[k] = x + (row + dist < end ? row + dist : row) * n;
