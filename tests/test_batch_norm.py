@@ -364,6 +364,8 @@ def test_bad_inputs_raise_before_any_write(rng):
         (dict(momentum=None, num_batches_tracked=None), ValueError, "needs the num_batches_tracked"),
         (dict(momentum=-0.1), ValueError, "Invalid momentum"),
         (dict(momentum=float("nan")), ValueError, "Invalid momentum"),
+        (dict(momentum=10**400), ValueError, "Invalid momentum"),  # past the float range
+        (dict(momentum=True), TypeError, "momentum must be a real number or None, got bool"),
         (dict(num_batches_tracked=np.zeros(1, np.float32)), TypeError, "num_batches_tracked"),
         (dict(eps=-1.0), ValueError, "Invalid eps"),
         (dict(axis=3), ValueError, "axis 3 is out of range"),

@@ -294,6 +294,8 @@ def _bad_forward_cases(x, w, b):
         (dict(x=x.tolist()), TypeError, "x must be a numpy.ndarray"),
         (dict(eps=-1e-5), ValueError, "Invalid eps"),
         (dict(eps=float("nan")), ValueError, "Invalid eps"),
+        (dict(eps=10**400), ValueError, "Invalid eps"),  # past the float range: not finite
+        (dict(eps="1e-5"), TypeError, "eps must be a real number, got str"),
         (dict(out=np.empty((4, 6), np.float64)), TypeError, "out has dtype"),
         (dict(out=np.empty((6, 4), f32)), ValueError, "out has shape"),
         (dict(out=np.empty((4, 12), f32)[:, ::2]), ValueError, "out must be C-contiguous"),
