@@ -460,7 +460,7 @@ PYOPT_INLINE void SUFFIX(bn_channel_forward)(const void *vctx, int64_t begin, in
                     : NULL;
     for (int64_t ch = begin; ch < end; ch++) {
         double mean, var;
-        if (sizeof(T) == sizeof(float)) { /* norm_mean_var's rule over the channel's runs */
+        if (sizeof(T) == sizeof(float)) { /* norm_mean_var_finish's rule over the channel's runs */
             double s[2], v;
             const double shift = (double)norm_shift_f32((const float *)(x + ch * inner), inner);
             SUFFIX(bn_channel_centred_sums)(c, ch, shift, 1, s);

@@ -5,7 +5,7 @@
  *     mean = sum(x) / n,  var = sum((x - mean)^2) / n,  rstd = 1 / sqrt(var + eps),  y = (x - mean) * rstd * w + b
  * float64 rows: exact two-pass statistics in float64.  float32 rows: d = x - s around a shift s (the mean of the
  * first 16 values), mean = s + sum(d) / n, var = sum(d^2) / n - (sum(d) / n)^2 from one pass, and a second pass
- * around that mean when s was more than sqrt(NORM_SHIFT_FAR) deviations off (norm_mean_var): the sum of squares
+ * around that mean when s was more than sqrt(NORM_SHIFT_FAR) deviations off (norm_mean_var_*): the sum of squares
  * then exceeds n var by at most 4x, so the rounding of its float32 chunks (NORM_CHUNK, added into float64 lanes)
  * stays ~1e-6 of the variance.
  * x - mean is formed as (x - mean_hi) - mean_lo (NORM_SPLIT), so a float32 row like 1e4 + 1e-2 randn keeps

@@ -101,7 +101,7 @@ typedef int32_t norm_v8i __attribute__((vector_size(32)));
     } while (0)
 
 /* float32 rows: the mean of the first min(n, 16) elements in float32, a shift for the one-pass centred sums
- * (norm_mean_var in norm_lanes.h).  For most rows it lies within a fraction of a standard deviation of the row's
+ * (norm_mean_var_sums in norm_lanes.h).  For most rows it lies within a fraction of a standard deviation of the row's
  * mean; the caller checks how far it was and sums again around the mean when it was far.  Same operations, so
  * the same bits, for every ISA. */
 PYOPT_INLINE float norm_shift_f32(const float *x, int64_t n)

@@ -130,10 +130,10 @@ PYOPT_INLINE double SUFFIX(norm_sum_sq_dev)(const T *restrict x, int64_t n, doub
     return norm_combine_lanes(lanes);
 }
 
-/* The mean and the biased variance of a row.  float32 rows: one pass of centred sums around a shift (the mean of
- * the first 16 elements, norm_shift_f32), a second around the mean so found only when the shift was more than
- * sqrt(NORM_SHIFT_FAR) standard deviations away; float64 rows: exact float64 two-pass.  `ahead`: the next row,
- * prefetched during the pass (this row when there is none).
+/* The mean and the biased variance of a row (norm_mean_var_sums, then norm_mean_var_finish).  float32 rows: one
+ * pass of centred sums around a shift (the mean of the first 16 elements, norm_shift_f32), a second around the
+ * mean so found only when the shift was more than sqrt(NORM_SHIFT_FAR) standard deviations away; float64 rows:
+ * exact float64 two-pass.  `ahead`: a row to prefetch during the pass (this row when there is none).
  * In two steps, so that a block of rows can take all its sums before the divisions of any (layer_norm.c): the
  * sums (float32: the shift and the centred sums; float64: the whole two-pass), then the mean and variance. */
 typedef struct {
@@ -171,11 +171,6 @@ PYOPT_INLINE void SUFFIX(norm_mean_var_finish)(const T *restrict x, int64_t n, c
     }
     *mean = r.centre;
     *var = r.q;
-}
-
-PYOPT_INLINE void SUFFIX(norm_mean_var)(const T *restrict x, int64_t n, const T *ahead, double *mean, double *var)
-{
-    SUFFIX(norm_mean_var_finish)(x, n, ahead, SUFFIX(norm_mean_var_sums)(x, n, ahead), mean, var);
 }
 
 /* float32 rows: the sum of x^2 by float32 chunks into float64 lanes (as norm_sum_f32; the terms are positive,
