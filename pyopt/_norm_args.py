@@ -167,20 +167,8 @@ def check_writable(a, name):
         raise ValueError(f"{name} has a zero stride (a broadcast view); an output must own each element")
 
 
-def _real(value, name, what):
-    """A real number (not a bool) as a Python float, or TypeError naming ``name`` (``what``: the rule it breaks).
-    (math.isfinite, not np.isfinite: a NumPy ufunc on a scalar costs ~14 us when the caches are cold, as they
-    are after a large kernel; ints past the float range read as infinite.)"""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
 def check_eps(eps):
-    value = _real(eps, "eps", "a real number")
+    value = arrays.real_number(eps, "eps", "a real number")
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"Invalid eps value: {value} (a finite number >= 0)")
     return value
@@ -358,7 +346,7 @@ class ChannelLayout:
 def check_momentum(momentum):
     if momentum is None:
         return None
-    value = _real(momentum, "momentum", "a real number or None")
+    value = arrays.real_number(momentum, "momentum", "a real number or None")
     if not (math.isfinite(value) and 0 <= value <= 1):
         raise ValueError(f"Invalid momentum value: {value} (a number in [0, 1], or None)")
     return value

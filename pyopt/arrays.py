@@ -9,6 +9,7 @@ the simulator's fake device arrays under ``NUMBA_ENABLE_CUDASIM=1``.  They are d
 (shape, dtype, address, contiguity, writability, device) without importing their library or copying them; the
 kernels then work on them in place through their addresses.
 """
+import math
 import sys
 
 import numpy as np
@@ -171,6 +172,19 @@ def empty_device(like, shape, dtype):
         return cuda.device_array(shape, dtype=dtype)
     with _device_context(info.device):
         return cuda.device_array(shape, dtype=dtype)
+
+
+def real_number(value, name, what="a real number"):
+    """A hyper-parameter that must be a real number (not a bool), as a Python float, or TypeError naming ``name``
+    (``what``: the rule it breaks).  Ints past the float range read as +-inf, for the caller's range check to
+    refuse.  Callers test the result with ``math.isfinite``: ``np.isfinite`` on a scalar is a ufunc call, ~14 us of
+    a norm call's Python when the caches are cold, as they are after a large kernel."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def check_float_array(a, name, *, writable=False):

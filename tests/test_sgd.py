@@ -140,3 +140,8 @@ def test_hyper_parameters_changed_to_bad_values_raise_before_any_write(rng):
 def test_non_numeric_hyper_parameter_is_a_type_error():
     with pytest.raises(TypeError, match="lr must be a real number"):
         pyopt.optim.SGD([np.ones(3)], lr="0.1")
+
+
+def test_hyper_parameter_past_the_float_range_is_refused_as_not_finite():
+    with pytest.raises(ValueError, match="Invalid learning rate: inf"):
+        pyopt.optim.SGD([np.ones(3, np.float32)], lr=10**400)

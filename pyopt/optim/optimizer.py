@@ -7,6 +7,7 @@ Per step the work in Python is small and constant per group: when the grads are 
 the previous step (a training loop that reuses its gradient buffers) the cached plan (tensor lists and pointer
 tables) is reused as is; otherwise it is rebuilt, with every check, before any kernel runs.
 """
+import math
 import operator
 from dataclasses import dataclass
 
@@ -38,10 +39,8 @@ def require(condition, message):
 def check_hparam(name, value, *, low=0.0, high=None, low_open=False, high_open=True, label=None):
     """A finite real in [low, high) (bounds configurable); PyTorch's message form ``Invalid <label>: <value>``."""
     label = label or name.replace("_", " ")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    ok = np.isfinite(value) and (value > low if low_open else value >= low)
+    value = _arrays.real_number(value, name)
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
     if high is not None:
         ok = ok and (value < high if high_open else value <= high)
     require(ok, f"Invalid {label}: {value}")
