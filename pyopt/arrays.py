@@ -10,6 +10,7 @@ the simulator's fake device arrays under ``NUMBA_ENABLE_CUDASIM=1``.  They are d
 kernels then work on them in place through their addresses.
 """
 import math
+import numbers
 import sys
 
 import numpy as np
@@ -179,7 +180,8 @@ def real_number(value, name, what="a real number"):
     (``what``: the rule it breaks).  Ints past the float range read as +-inf, for the caller's range check to
     refuse.  Callers test the result with ``math.isfinite``: ``np.isfinite`` on a scalar is a ufunc call, ~14 us of
     a norm call's Python when the caches are cold, as they are after a large kernel."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (float, int, np.floating, np.integer))
+                                                   or isinstance(value, numbers.Real)):  # (the ABC check is slower)
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     try:
         return float(value)

@@ -47,6 +47,8 @@ import numbers
 
 import numpy as np
 
+from pyopt.arrays import real_number
+
 __all__ = ["calculate_gain", "fans", "variance_scaling", "lecun_uniform", "lecun_normal", "xavier_uniform",
            "xavier_normal", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "kaiming_uniform",
            "kaiming_normal"]
@@ -61,10 +63,6 @@ _LINEAR = ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d
 _TRUNCATION = 2.0
 _TRUNCATED_STD = math.sqrt(1.0 - 2.0 * _TRUNCATION * math.exp(-_TRUNCATION**2 / 2) / math.sqrt(2 * math.pi)
                            / math.erf(_TRUNCATION / math.sqrt(2)))
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -87,10 +85,13 @@ def calculate_gain(nonlinearity, param=None):
         raise TypeError(f"nonlinearity must be a string, got {type(nonlinearity).__name__}")
     name = nonlinearity.lower()
     if name == "leaky_relu":
-        slope = 0.01 if param is None else param
-        if not _is_real(slope) or not math.isfinite(slope):
+        try:
+            slope = real_number(0.01 if param is None else param, "param")
+        except TypeError:  # not a number: the ValueError below, as torch raises
+            slope = math.nan
+        if not math.isfinite(slope):
             raise ValueError(f"param (the negative slope of leaky_relu) must be a finite real, got {param!r}")
-        return math.sqrt(2.0 / (1 + float(slope) ** 2))
+        return math.sqrt(2.0 / (1 + slope * slope))  # (slope**2 raises OverflowError past 1e154)
     gains = {"tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4, **{k: 1.0 for k in _LINEAR}}
     if name not in gains:
         raise ValueError(f"Unsupported nonlinearity {nonlinearity!r}; expected one of "
@@ -140,11 +141,10 @@ def _check_mode(mode):
 def _check_gain(gain):
     if isinstance(gain, str):
         return calculate_gain(gain)
-    if not _is_real(gain):
-        raise TypeError(f"gain must be a real number or a nonlinearity name, got {type(gain).__name__}")
+    gain = real_number(gain, "gain", "a real number or a nonlinearity name")
     if not (math.isfinite(gain) and gain > 0):
         raise ValueError(f"gain must be finite and > 0, got {gain!r}")
-    return float(gain)
+    return gain
 
 
 def _check_dtype(dtype):
@@ -190,8 +190,7 @@ def variance_scaling(shape, *, scale=1.0, mode="fan_in", distribution="truncated
     shape = _check_shape(shape)
     fan_in, fan_out = fans(shape)
     mode = _check_mode(mode)
-    if not _is_real(scale):
-        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+    scale = real_number(scale, "scale")
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be finite and > 0, got {scale!r}")
     if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
@@ -201,7 +200,7 @@ def variance_scaling(shape, *, scale=1.0, mode="fan_in", distribution="truncated
     if math.prod(shape) == 0:
         return np.empty(shape, dtype)
     fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-    std = math.sqrt(float(scale) / fan)
+    std = math.sqrt(scale / fan)
     if distribution == "uniform":
         bound = math.sqrt(3.0) * std
         w = gen.uniform(-bound, bound, shape)

@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pyopt.arrays import real_number
+
 __all__ = ["LineSearchResult", "LineSearchError", "strong_wolfe", "backtracking"]
 
 _EPS = np.finfo(np.float64).eps
@@ -69,9 +71,7 @@ class _Trial(NamedTuple):
 
 
 def _real(name, value, *, low=None, high=None, allow_inf=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    value = real_number(value, name)
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
         raise ValueError(f"{name} must be finite, got {value}")
     if (low is not None and not value > low) or (high is not None and not value < high):

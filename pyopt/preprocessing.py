@@ -14,7 +14,11 @@ Outputs keep a float input's dtype (float64 for integer input).
 References: LeCun et al., "Efficient BackProp", 1998, section 4.3; Chan, Golub & LeVeque, "Algorithms for
 computing the sample variance", 1983 (the corrected two-pass and the pairwise combination used by partial_fit).
 """
+import math
+
 import numpy as np
+
+from pyopt.arrays import real_number
 
 __all__ = ["Standardizer", "standardize"]
 
@@ -68,11 +72,15 @@ def _scale(var, eps):
 
 
 def _check_eps_ddof(eps, ddof):
-    if not (isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(eps, (bool, np.bool_))
-            and np.isfinite(eps) and eps >= 0):
+    """(eps, ddof) as float and int, or TypeError / ValueError naming the one that is wrong."""
+    eps = real_number(eps, "eps")
+    if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"Invalid eps value: {eps!r} (a finite number >= 0)")
-    if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, (bool, np.bool_)) or ddof < 0:
+    if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, (bool, np.bool_)):
+        raise TypeError(f"ddof must be an int, got {type(ddof).__name__}")
+    if ddof < 0:
         raise ValueError(f"Invalid ddof value: {ddof!r} (an int >= 0)")
+    return eps, int(ddof)
 
 
 def standardize(x, axis=0, eps=0.0, ddof=0):
@@ -93,8 +101,8 @@ class Standardizer:
     """
 
     def __init__(self, axis=0, eps=0.0, ddof=0):
-        _check_eps_ddof(eps, ddof)
-        self.axis, self.eps, self.ddof = axis, float(eps), int(ddof)
+        self.eps, self.ddof = _check_eps_ddof(eps, ddof)
+        self.axis = axis
         self.n_samples_seen_ = 0
         self._mean = self._m2 = None
         self._axes = self._feature_shape = None

@@ -220,6 +220,7 @@ def test_docstrings_state_the_rule():
     (dict(gain=-1.0), ValueError, "gain"),
     (dict(gain=float("nan")), ValueError, "gain"),
     (dict(gain=float("inf")), ValueError, "gain"),
+    (dict(gain=10**400), ValueError, "gain must be finite"),
     (dict(gain="swish"), ValueError, "nonlinearity"),
     (dict(gain=None), TypeError, "gain"),
     (dict(gain=True), TypeError, "gain"),
@@ -254,6 +255,9 @@ def test_bad_calculate_gain():
         init.calculate_gain("leaky_relu", "0.2")
     with pytest.raises(ValueError, match="param"):
         init.calculate_gain("leaky_relu", float("nan"))
+    with pytest.raises(ValueError, match="param"):
+        init.calculate_gain("leaky_relu", 10**400)  # past the float range: not OverflowError
+    assert init.calculate_gain("leaky_relu", 1e200) == 0.0  # its square overflows to inf, not OverflowError
     with pytest.raises(ValueError, match="nonlinearity"):
         init.calculate_gain("gelu")
     with pytest.raises(TypeError, match="nonlinearity"):
@@ -262,6 +266,7 @@ def test_bad_calculate_gain():
 
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(scale=0.0), ValueError, "scale"), (dict(scale="1"), TypeError, "scale"),
+    (dict(scale=10**400), ValueError, "scale must be finite"),  # past the float range: not OverflowError
     (dict(distribution="cauchy"), ValueError, "distribution"),
 ])
 def test_bad_variance_scaling(kwargs, exc, match):

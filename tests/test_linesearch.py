@@ -291,7 +291,8 @@ def test_non_descent_direction_raises(search):
 @pytest.mark.parametrize("kwargs", [dict(c1=0.0), dict(c1=0.5, c2=0.5), dict(c1=0.9, c2=0.1), dict(c2=1.0),
                                     dict(c1=-1e-4), dict(c2=float("nan")), dict(initial_step=0.0),
                                     dict(initial_step=-1.0), dict(max_step=0.0), dict(max_evaluations=0),
-                                    dict(f0=1.0), dict(f0=float("nan"), g0=np.ones(2))])
+                                    dict(f0=1.0), dict(f0=float("nan"), g0=np.ones(2)),
+                                    dict(c2=10**400), dict(initial_step=10**400)])  # ints past the float range
 def test_strong_wolfe_bad_arguments(kwargs):
     x = np.array([-1.2, 1.0])
     with pytest.raises(ValueError, match=next(iter(kwargs)).rstrip("0")):
@@ -444,9 +445,12 @@ def test_lbfgs_reports_a_failed_line_search():
     (lambda: GradientDescent("wolfe"), ValueError, "line_search"),
     (lambda: GradientDescent(growth=0.5), ValueError, "growth"),
     (lambda: GradientDescent(shrink=1.5), ValueError, "shrink"),
+    (lambda: GradientDescent(growth=10**400), ValueError, "growth"),  # past the float range: not OverflowError
+    (lambda: GradientDescent(growth="2"), TypeError, "growth must be a real number, got str"),
     (lambda: LBFGS().minimize(rosenbrock, rosenbrock_grad, np.zeros((2, 2))), ValueError, "x0"),
     (lambda: LBFGS().minimize(rosenbrock, rosenbrock_grad, np.array([np.nan, 0])), ValueError, "x0"),
     (lambda: LBFGS().minimize(rosenbrock, rosenbrock_grad, np.zeros(2), gtol=-1.0), ValueError, "gtol"),
+    (lambda: LBFGS().minimize(rosenbrock, rosenbrock_grad, np.zeros(2), gtol=10**400), ValueError, "gtol"),
     (lambda: LBFGS().minimize(rosenbrock, rosenbrock_grad, np.zeros(2), max_iter=-1), ValueError, "max_iter"),
     (lambda: LBFGS().minimize(rosenbrock, None, np.zeros(2)), TypeError, "grad"),
 ])

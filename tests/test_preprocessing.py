@@ -92,8 +92,14 @@ def test_bad_inputs():
         standardize(np.ones((0, 3)))
     with pytest.raises(ValueError, match="Invalid eps"):
         Standardizer(eps=-1.0)
+    with pytest.raises(ValueError, match="Invalid eps"):
+        Standardizer(eps=10**400)  # past the float range: not numpy's TypeError
+    with pytest.raises(TypeError, match="eps must be a real number, got str"):
+        Standardizer(eps="0.1")
     with pytest.raises(ValueError, match="Invalid ddof"):
         Standardizer(ddof=-1)
+    with pytest.raises(TypeError, match="ddof must be an int, got float"):
+        Standardizer(ddof=1.0)
     with pytest.raises(ValueError, match="not fitted"):
         Standardizer().transform(x)
     s = Standardizer().fit(x)

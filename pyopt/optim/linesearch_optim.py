@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pyopt.arrays import real_number
 from pyopt.linesearch import LineSearchError, backtracking, strong_wolfe
 
 __all__ = ["GradientDescent", "LBFGS", "MinimizeResult"]
@@ -59,9 +60,7 @@ class MinimizeResult:
 
 
 def _check_real(name, value, *, low=0.0, high=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    value = real_number(value, name)
     if not (math.isfinite(value) and value > low and (high is None or value < high)):
         rule = f"> {low}" if high is None else f"in ({low}, {high})"
         raise ValueError(f"{name} must be finite and {rule}, got {value}")
@@ -137,8 +136,7 @@ class _LineSearchOptimizer:
           A :class:`MinimizeResult`.
         """
         max_iter = _check_int("max_iter", max_iter, low=0)
-        if isinstance(gtol, (bool, np.bool_)) or not isinstance(gtol, numbers.Real):
-            raise TypeError(f"gtol must be a real number, got {type(gtol).__name__}")
+        gtol = real_number(gtol, "gtol")
         if not (math.isfinite(gtol) and gtol >= 0):
             raise ValueError(f"gtol must be finite and >= 0, got {gtol}")
         max_evaluations = _check_int("max_evaluations", max_evaluations, optional=True)
