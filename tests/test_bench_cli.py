@@ -163,3 +163,28 @@ def test_buffer_sets_give_the_timed_call_a_set_its_settle_calls_did_not_touch():
     assert harness.buffer_sets(3 * llc, cache_resident=False) == 2  # the triad at 8192x768: 75 MB
     assert harness.buffer_sets(4 * llc, cache_resident=False) == 1
     assert harness.buffer_sets(llc // 32, cache_resident=True) == 1
+
+
+def test_bn_pattern_ceiling_builds_and_runs(tmp_path):
+    """bench/bn_pattern_ceiling.c (bench/README.md's access-pattern ceiling of the BatchNorm backward), built as its
+    header says and run at a toy shape, so the program the README quotes is not dead code."""
+    import os
+    import re
+    import subprocess
+    import sysconfig
+
+    from pyopt import _c
+
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "bn_pattern_ceiling.c")
+    exe = tmp_path / "bnpat"
+    cc = sysconfig.get_config_var("CC").split()[0]  # the compiler that built the extension
+    subprocess.run([cc, "-O2", "-mavx2", "-mfma", "-fopenmp", source, "-o", str(exe)], check=True)
+    if "avx2" not in _c.isas():
+        return  # built; this CPU cannot run AVX2 code
+    out = subprocess.run([str(exe), "3", "8", "5", "7"], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="2")).stdout
+    assert out.startswith("3x8x35 floats, 2 threads")
+    rows = re.findall(r"^  (\S.*?\S) +(\d+\.\d+) ms +(\d+\.\d+) GB/s +(\d+)% of the triad$", out, re.M)
+    assert [r[0] for r in rows] == ["triad (plain stores)", "sequential 2-in-1-out", "one-pass, channel order",
+                                    "two-pass, 1 channel", "two-pass, 8 channels", "two-pass, 32 channels"]
+    assert rows[0][3] == "100" and all(float(r[1]) > 0 for r in rows)
