@@ -15,7 +15,7 @@
  * Arrays start 16 bytes past a 64-byte boundary, where NumPy puts large ones; 6 rotating sets (229 MB at the
  * default shape) so that nothing is timed from the L3.
  *
- *   gcc -O2 -mavx2 -mfma -fopenmp bench/bn_pattern_ceiling.c -o /tmp/bnpat && OMP_NUM_THREADS=2 /tmp/bnpat [N C H W]
+ *   gcc -O2 -mavx2 -mfma -fopenmp bench/bn_pattern_ceiling.c -o bnpat && OMP_NUM_THREADS=2 ./bnpat [N C H W]
  */
 #define _GNU_SOURCE
 #include <immintrin.h>
