@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyopt.arrays import real_number
-from pyopt.linesearch import LineSearchError, backtracking, strong_wolfe
+from pyopt.linesearch import LineSearchError, _real, backtracking, strong_wolfe
 
 __all__ = ["GradientDescent", "LBFGS", "MinimizeResult"]
 
@@ -57,14 +57,6 @@ class MinimizeResult:
     converged: bool
     message: str
     values: tuple
-
-
-def _check_real(name, value, *, low=0.0, high=None):
-    value = real_number(value, name)
-    if not (math.isfinite(value) and value > low and (high is None or value < high)):
-        rule = f"> {low}" if high is None else f"in ({low}, {high})"
-        raise ValueError(f"{name} must be finite and {rule}, got {value}")
-    return value
 
 
 def _value(v):
@@ -91,11 +83,11 @@ class _LineSearchOptimizer:
         if line_search not in ("strong_wolfe", "backtracking"):
             raise ValueError(f"line_search must be 'strong_wolfe' or 'backtracking', got {line_search!r}")
         self.line_search = line_search
-        self.c1 = _check_real("c1", c1, high=1.0)
-        self.c2 = _check_real("c2", c2, high=1.0)
+        self.c1 = _real("c1", c1, low=0.0, high=1.0)
+        self.c2 = _real("c2", c2, low=0.0, high=1.0)
         if not self.c1 < self.c2:
             raise ValueError(f"c1 and c2 must satisfy 0 < c1 < c2 < 1, got c1={self.c1}, c2={self.c2}")
-        self.shrink = _check_real("shrink", shrink, high=1.0)
+        self.shrink = _real("shrink", shrink, low=0.0, high=1.0)
         self.max_line_search_evaluations = _check_int("max_line_search_evaluations", max_line_search_evaluations)
 
     # subclass hooks
@@ -235,10 +227,10 @@ class GradientDescent(_LineSearchOptimizer):
                  max_line_search_evaluations=25):
         super().__init__(line_search=line_search, c1=c1, c2=c2, shrink=shrink,
                          max_line_search_evaluations=max_line_search_evaluations)
-        self.initial_step = _check_real("initial_step", initial_step)
+        self.initial_step = _real("initial_step", initial_step, low=0.0)
         if growth is None:
             growth = 1.0 if line_search == "strong_wolfe" else 2.0
-        self.growth = _check_real("growth", growth, low=0.0)
+        self.growth = _real("growth", growth, low=0.0)
         if self.growth < 1:
             raise ValueError(f"growth must be >= 1, got {self.growth}")
 
